@@ -1,0 +1,113 @@
+//! Every tunable of a transcode, with defaults, parsed from flags or env vars by clap.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::media::ladder::{Ladder, Rung};
+use crate::media::mux::SegmentType;
+
+/// Encoding settings shared by every job on this instance.
+#[derive(Clone, Debug, Args)]
+pub struct TranscodeSettings {
+    /// Video ladder as `HEIGHT:KBPS` pairs; only rungs at or below the source's short side are used.
+    #[arg(long, env = "LADDER", default_value = Ladder::DEFAULT_SPEC, value_parser = parse_ladder)]
+    pub ladder: Ladder,
+
+    /// HLS segment container.
+    #[arg(long, env = "SEGMENT_TYPE", value_enum, default_value = "fmp4")]
+    pub segment_type: SegmentType,
+
+    /// Target HLS segment duration in seconds (a multiple of the 2 s GOP works best).
+    #[arg(long, env = "SEGMENT_SECONDS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub segment_seconds: u32,
+
+    /// Highest output frame rate; faster sources are resampled down to it.
+    #[arg(long, env = "MAX_FPS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub max_fps: u32,
+
+    /// AAC bit rate in kb/s.
+    #[arg(long, env = "AUDIO_BITRATE_KBPS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(16..=512))]
+    pub audio_bitrate_kbps: u32,
+
+    /// x264 preset: speed against compression; every rendition uses the same one.
+    #[arg(long, env = "X264_PRESET", default_value = "veryfast", value_parser = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"])]
+    pub preset: String,
+
+    /// Renditions encoded at once across all jobs (default: the CPU count).
+    #[arg(long, env = "MAX_PARALLEL_ENCODES", default_value_t = default_parallelism(), value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_parallel_encodes: u32,
+
+    /// Largest accepted source file, in bytes.
+    #[arg(long, env = "MAX_VIDEO_SIZE", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub max_video_size: u64,
+
+    /// Longest accepted source, in seconds.
+    #[arg(long, env = "MAX_DURATION", default_value_t = 4 * 3600)]
+    pub max_duration: u64,
+
+    /// Where per-job scratch directories are made (removed when the job ends).
+    #[arg(long, env = "SCRATCH_DIR", default_value_os_t = std::env::temp_dir())]
+    pub scratch_dir: PathBuf,
+}
+
+impl Default for TranscodeSettings {
+    fn default() -> Self {
+        Self {
+            ladder: Ladder::default(),
+            segment_type: SegmentType::Fmp4,
+            segment_seconds: 4,
+            max_fps: 60,
+            audio_bitrate_kbps: 128,
+            preset: "veryfast".into(),
+            max_parallel_encodes: default_parallelism(),
+            max_video_size: 10 * 1024 * 1024 * 1024,
+            max_duration: 4 * 3600,
+            scratch_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+fn default_parallelism() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn parse_ladder(spec: &str) -> Result<Ladder, String> {
+    let rungs = spec
+        .split(',')
+        .map(|pair| {
+            let (height, kbps) = pair
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("`{pair}` is not HEIGHT:KBPS"))?;
+            let height: u32 = height
+                .parse()
+                .map_err(|_| format!("bad height in `{pair}`"))?;
+            let kbps: u32 = kbps
+                .parse()
+                .map_err(|_| format!("bad bit rate in `{pair}`"))?;
+            if !(16..=8640).contains(&height) || !(50..=200_000).contains(&kbps) {
+                return Err(format!(
+                    "`{pair}` is out of range (height 16..8640, kb/s 50..200000)"
+                ));
+            }
+            Ok(Rung { height, kbps })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ladder::new(rungs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladder_spec_parses_and_rejects_garbage() {
+        let ladder = parse_ladder("720:2800, 1080:5000").unwrap();
+        assert_eq!(ladder.rungs()[0].height, 1080, "sorted tallest first");
+        assert!(parse_ladder("720").is_err());
+        assert!(parse_ladder("720:abc").is_err());
+        assert!(parse_ladder("0:100").is_err());
+        assert!(parse_ladder("").is_err());
+    }
+}

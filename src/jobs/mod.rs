@@ -1,0 +1,35 @@
+//! Job lifecycle: plan renditions, schedule decode passes on the shared encode pool, publish
+//! HLS as tiers finish, and keep status.json honest throughout.
+
+pub mod run;
+pub mod status;
+
+pub use run::{JobRequest, run};
+pub use status::{JobState, JobStatus};
+
+/// A video id safe to use as a path component: 1–64 of `[A-Za-z0-9_-]`.
+pub fn validate_video_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a valid video id (1-64 letters, digits, - or _)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn video_ids_cannot_escape_their_folder() {
+        assert!(super::validate_video_id("3f1c-abc_9").is_ok());
+        for bad in ["", "..", "a/b", "a\\b", "x.y", "é", &"a".repeat(65)] {
+            assert!(super::validate_video_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! status.json: what a player or operator polls. Rewritten atomically on every change.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::media::ladder::Tier;
+use crate::media::source::SourceInfo;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Processing,
+    /// Every rendition finished.
+    Ready,
+    /// Some renditions finished, others failed (listed with their errors).
+    Partial,
+    /// Nothing playable; `error` says why.
+    Failed,
+    /// Stopped from outside (shutdown, Ctrl-C) before finishing.
+    Interrupted,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Processing)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenditionState {
+    Pending,
+    Encoding,
+    Ready,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenditionKind {
+    Video,
+    Audio,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenditionStatus {
+    pub name: String,
+    pub kind: RenditionKind,
+    pub tier: Tier,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub target_bitrate_kbps: u32,
+    pub state: RenditionState,
+    /// Media playlist, relative to the master's folder.
+    pub playlist: String,
+    pub size_bytes: Option<u64>,
+    pub bitrate_kbps: Option<u64>,
+    pub peak_bitrate_kbps: Option<u64>,
+    pub frames_done: u64,
+    pub frames_expected: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Renditions finished (ready or failed) out of `total`.
+    pub completed: usize,
+    pub total: usize,
+    /// Frames done across all renditions, 0–100.
+    pub percent: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timestamps {
+    pub queued: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub first_playable: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub video_id: String,
+    pub state: JobState,
+    /// True once a master playlist with at least one finished rendition exists.
+    pub playable: bool,
+    pub error: Option<String>,
+    pub progress: Progress,
+    pub source: Option<SourceInfo>,
+    pub renditions: Vec<RenditionStatus>,
+    /// Master playlist path inside the output store, once written.
+    pub master_playlist: Option<String>,
+    pub timestamps: Timestamps,
+}
+
+impl JobStatus {
+    pub fn queued(video_id: &str) -> Self {
+        Self {
+            video_id: video_id.into(),
+            state: JobState::Queued,
+            playable: false,
+            error: None,
+            progress: Progress::default(),
+            source: None,
+            renditions: Vec::new(),
+            master_playlist: None,
+            timestamps: Timestamps {
+                queued: Utc::now(),
+                started: None,
+                first_playable: None,
+                finished: None,
+            },
+        }
+    }
+
+    /// Recomputes `progress` from the renditions' frame counts.
+    pub fn refresh_progress(&mut self, now: DateTime<Utc>) {
+        let total = self.renditions.len();
+        let finished =
+            |r: &RenditionStatus| matches!(r.state, RenditionState::Ready | RenditionState::Failed);
+        let completed = self.renditions.iter().filter(|r| finished(r)).count();
+        let (done, expected) = self.renditions.iter().fold((0u64, 0u64), |(d, e), r| {
+            let expected = r.frames_expected.max(1);
+            let done = if finished(r) {
+                expected
+            } else {
+                r.frames_done.min(expected)
+            };
+            (d + done, e + expected)
+        });
+        let fraction = if self.state.is_final() {
+            1.0
+        } else if expected == 0 {
+            0.0
+        } else {
+            // Never claim 100 % before the job really ends.
+            (done as f64 / expected as f64).min(0.999)
+        };
+        let eta_seconds = match self.timestamps.started {
+            Some(started) if fraction > 0.0 && !self.state.is_final() => {
+                let elapsed = (now - started).num_milliseconds() as f64 / 1000.0;
+                Some((elapsed * (1.0 - fraction) / fraction * 10.0).round() / 10.0)
+            }
+            _ if self.state.is_final() => Some(0.0),
+            _ => None,
+        };
+        self.progress = Progress {
+            completed,
+            total,
+            percent: (fraction * 1000.0).round() / 10.0,
+            eta_seconds,
+        };
+    }
+
+    /// Writes `path` atomically: readers see the old or the new file, never half of one.
+    pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(path, &json)
+    }
+}
+
+/// Write to a sibling temporary file, then rename over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendition(state: RenditionState, done: u64, expected: u64) -> RenditionStatus {
+        RenditionStatus {
+            name: "x".into(),
+            kind: RenditionKind::Video,
+            tier: Tier::Critical,
+            width: None,
+            height: None,
+            target_bitrate_kbps: 1,
+            state,
+            playlist: "x/index.m3u8".into(),
+            size_bytes: None,
+            bitrate_kbps: None,
+            peak_bitrate_kbps: None,
+            frames_done: done,
+            frames_expected: expected,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn progress_counts_frames_and_finished_renditions() {
+        let mut s = JobStatus::queued("v");
+        s.state = JobState::Processing;
+        let start = Utc::now();
+        s.timestamps.started = Some(start);
+        s.renditions = vec![
+            rendition(RenditionState::Ready, 10, 100),
+            rendition(RenditionState::Encoding, 50, 100),
+            rendition(RenditionState::Pending, 0, 100),
+            rendition(RenditionState::Failed, 3, 100),
+        ];
+        s.refresh_progress(start + chrono::Duration::seconds(25));
+        assert_eq!((s.progress.completed, s.progress.total), (2, 4));
+        assert_eq!(s.progress.percent, 62.5);
+        assert_eq!(s.progress.eta_seconds, Some(15.0));
+        s.state = JobState::Partial;
+        s.refresh_progress(start);
+        assert_eq!(s.progress.percent, 100.0);
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        let mut s = JobStatus::queued("v");
+        s.write_atomic(&path).unwrap();
+        s.state = JobState::Failed;
+        s.write_atomic(&path).unwrap();
+        let back: JobStatus = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back.state, JobState::Failed);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! One decode pass: demux and decode the source once, fan every frame out to a set of video
+//! renditions encoding in parallel threads, and encode the audio rendition alongside.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+
+use ffmpeg_next::{self as ff, Packet, Rational, codec, frame, picture};
+
+use super::MediaError;
+use super::audio::AudioEncoder;
+use super::filters::Chain;
+use super::ladder::VideoRendition;
+use super::mux::Segmenting;
+use super::source::{self, SourceInfo};
+use super::video::{RenditionEncoder, VideoSettings};
+
+/// Decoded frames queued per rendition: enough to smooth jitter, small enough for 4K memory.
+const QUEUE_FRAMES: usize = 4;
+
+/// What a pass produces and how fast.
+pub struct PassSpec {
+    pub source: PathBuf,
+    pub info: SourceInfo,
+    pub video: Vec<VideoTarget>,
+    pub audio: Option<AudioTarget>,
+    pub preset: String,
+    pub fps: Rational,
+    pub segmenting: Segmenting,
+    pub audio_kbps: u32,
+    /// libx264 threads per encoder (0 = libx264's own choice).
+    pub encoder_threads: usize,
+    /// Set by the caller to stop between packets.
+    pub cancel: Arc<AtomicBool>,
+}
+
+pub struct VideoTarget {
+    pub rendition: VideoRendition,
+    pub dir: PathBuf,
+    /// Frames encoded so far, read by the progress reporter.
+    pub frames: Arc<AtomicU64>,
+}
+
+pub struct AudioTarget {
+    pub dir: PathBuf,
+    pub frames: Arc<AtomicU64>,
+}
+
+/// Per-target results: the RFC 6381 codecs string of each video rendition, and the audio's.
+pub struct PassOutcome {
+    pub video: Vec<Result<String, MediaError>>,
+    pub audio: Option<Result<(), MediaError>>,
+}
+
+impl PassOutcome {
+    fn all_failed(spec: &PassSpec, error: impl Fn() -> MediaError) -> Self {
+        Self {
+            video: spec.video.iter().map(|_| Err(error())).collect(),
+            audio: spec.audio.as_ref().map(|_| Err(error())),
+        }
+    }
+}
+
+/// Runs the pass to the end (or to cancellation). Never panics on bad input: every failure is
+/// reported per target.
+pub fn run(spec: PassSpec) -> PassOutcome {
+    match run_inner(&spec) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let text = e.to_string();
+            let cancelled = matches!(e, MediaError::Cancelled);
+            PassOutcome::all_failed(&spec, || {
+                if cancelled {
+                    MediaError::Cancelled
+                } else {
+                    MediaError::Decode(text.clone())
+                }
+            })
+        }
+    }
+}
+
+fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
+    let mut input = source::open(&spec.source)?;
+    // SAFETY: reading a plain field of the open format context.
+    let start = unsafe { (*input.as_ptr()).start_time };
+    let offset_us = if start == ff::ffi::AV_NOPTS_VALUE {
+        0
+    } else {
+        start
+    };
+    let to_stream = |tb: Rational| ff::Rescale::rescale(&offset_us, ff::rescale::TIME_BASE, tb);
+
+    let video_stream = spec
+        .info
+        .video
+        .as_ref()
+        .filter(|_| !spec.video.is_empty())
+        .map(|v| v.stream_index);
+    let audio_stream = spec
+        .audio
+        .as_ref()
+        .and_then(|_| spec.info.audio.first())
+        .map(|a| a.stream_index);
+
+    let mut audio = match (&spec.audio, audio_stream) {
+        (Some(target), Some(index)) => {
+            let stream = input.stream(index).expect("probed stream exists");
+            Some(AudioEncoder::new(
+                &stream,
+                to_stream(stream.time_base()),
+                target.dir.clone(),
+                spec.segmenting,
+                spec.audio_kbps,
+            )?)
+        }
+        _ => None,
+    };
+    let mut video = match video_stream {
+        Some(index) => Some(VideoDecode::new(
+            &input.stream(index).expect("probed"),
+            spec,
+            &to_stream,
+        )?),
+        None => None,
+    };
+    for stream in input.streams() {
+        if Some(stream.index()) != video_stream && Some(stream.index()) != audio_stream {
+            // SAFETY: setting the discard flag of a stream we own, before reading packets.
+            unsafe { (*stream.as_ptr().cast_mut()).discard = ff::ffi::AVDiscard::AVDISCARD_ALL };
+        }
+    }
+
+    let settings = VideoSettings {
+        preset: spec.preset.clone(),
+        fps: spec.fps,
+        segmenting: spec.segmenting,
+        threads: spec.encoder_threads,
+    };
+    let span = tracing::Span::current();
+    let mut audio_result = None;
+    let video_results = std::thread::scope(|scope| {
+        let mut senders = Vec::new();
+        let mut handles = Vec::new();
+        for target in &spec.video {
+            let (tx, rx) = mpsc::sync_channel::<Arc<frame::Video>>(QUEUE_FRAMES);
+            senders.push(Some(tx));
+            let (rendition, dir) = (target.rendition.clone(), target.dir.clone());
+            let (settings, span, frames) = (settings.clone(), span.clone(), target.frames.clone());
+            handles.push(scope.spawn(move || {
+                let _entered = span.enter();
+                let mut encoder = RenditionEncoder::new(rendition, dir, settings);
+                for picture in rx {
+                    encoder.push(&picture)?;
+                    frames.fetch_add(1, Ordering::Relaxed);
+                }
+                encoder.finish()
+            }));
+        }
+
+        let read = demux(
+            &mut input,
+            spec,
+            video.as_mut(),
+            &mut audio,
+            &mut senders,
+            audio_stream,
+        );
+        senders.clear(); // closes every queue: encoders flush and finish
+        audio_result = audio.take().map(|a| read.clone().and_then(|()| a.finish()));
+        let short = video.as_ref().and_then(|v| v.ended_early(&spec.info));
+        handles
+            .into_iter()
+            .map(|h| {
+                let encoded = h.join().unwrap_or_else(|_| {
+                    Err(MediaError::Encode("the encoder thread crashed".into()))
+                });
+                match (&read, &short) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(()), Some(reason)) => Err(MediaError::Truncated(reason.clone())),
+                    (Ok(()), None) => encoded,
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(PassOutcome {
+        video: video_results,
+        audio: spec.audio.as_ref().map(|_| {
+            audio_result
+                .unwrap_or_else(|| Err(MediaError::Decode("the audio stream is missing".into())))
+        }),
+    })
+}
+
+/// Reads every packet, feeding the video decoder (and from it, the renditions' queues) and the
+/// audio encoder. A read error past the start is treated as the end of a damaged file.
+fn demux(
+    input: &mut ff::format::context::Input,
+    spec: &PassSpec,
+    mut video: Option<&mut VideoDecode>,
+    audio: &mut Option<AudioEncoder>,
+    senders: &mut [Option<mpsc::SyncSender<Arc<frame::Video>>>],
+    audio_stream: Option<usize>,
+) -> Result<(), MediaError> {
+    let audio_frames = spec.audio.as_ref().map(|a| a.frames.clone());
+    loop {
+        if spec.cancel.load(Ordering::Relaxed) {
+            return Err(MediaError::Cancelled);
+        }
+        if senders.iter().all(Option::is_none) && audio.is_none() {
+            return Ok(());
+        }
+        let mut packet = Packet::empty();
+        match packet.read(input) {
+            Ok(()) => {}
+            Err(ff::Error::Eof) => break,
+            Err(e) => {
+                tracing::warn!("reading the source stopped early: {e}");
+                break;
+            }
+        }
+        if let Some(v) = video.as_deref_mut().filter(|v| v.stream == packet.stream()) {
+            v.decode(Some(&packet), senders)?;
+        } else if let Some(a) = audio.as_mut().filter(|_| Some(packet.stream()) == audio_stream) {
+            a.push(&packet)?;
+            if let Some(frames) = &audio_frames {
+                frames.store(a.frames, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(v) = video {
+        v.decode(None, senders)?;
+    }
+    Ok(())
+}
+
+/// The shared video decode: decoder → pre chain (deinterlace, rotate, tone-map, fixed rate).
+struct VideoDecode {
+    stream: usize,
+    decoder: ff::decoder::Video,
+    time_base: Rational,
+    offset: i64,
+    fps: Rational,
+    chain: Option<Chain>,
+    /// Shape of the frames the chain was built for; a change rebuilds it.
+    chain_input: (u32, u32, ff::format::Pixel),
+    last_pts: Option<i64>,
+    /// Latest output time in seconds, to detect a source that ends early.
+    produced_seconds: f64,
+    info: super::source::VideoInfo,
+}
+
+impl VideoDecode {
+    fn new(
+        stream: &ff::format::stream::Stream,
+        spec: &PassSpec,
+        to_stream: &dyn Fn(Rational) -> i64,
+    ) -> Result<Self, MediaError> {
+        let mut context = codec::context::Context::from_parameters(stream.parameters())
+            .map_err(|e| MediaError::Decode(e.to_string()))?;
+        context.set_threading(codec::threading::Config {
+            kind: codec::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
+        let decoder = context
+            .decoder()
+            .video()
+            .map_err(|e| MediaError::Decode(format!("video decoder: {e}")))?;
+        Ok(Self {
+            stream: stream.index(),
+            decoder,
+            time_base: stream.time_base(),
+            offset: to_stream(stream.time_base()),
+            fps: spec.fps,
+            chain: None,
+            chain_input: (0, 0, ff::format::Pixel::None),
+            last_pts: None,
+            produced_seconds: 0.0,
+            info: spec.info.video.clone().expect("video stream probed"),
+        })
+    }
+
+    /// Decodes a packet (or flushes on `None`) and sends resulting frames to every live queue.
+    fn decode(
+        &mut self,
+        packet: Option<&Packet>,
+        senders: &mut [Option<mpsc::SyncSender<Arc<frame::Video>>>],
+    ) -> Result<(), MediaError> {
+        let sent = match packet {
+            Some(p) => self.decoder.send_packet(p),
+            None => self.decoder.send_eof(),
+        };
+        if let Err(e) = sent {
+            tracing::debug!("skipping a damaged video packet: {e}");
+        }
+        let mut decoded = frame::Video::empty();
+        while self.decoder.receive_frame(&mut decoded).is_ok() {
+            let pts = match decoded.timestamp() {
+                Some(t) => t - self.offset,
+                None => self.last_pts.map_or(0, |p| p + 1),
+            };
+            self.last_pts = Some(pts);
+            decoded.set_pts(Some(pts));
+            let shape = (decoded.width(), decoded.height(), decoded.format());
+            if self.chain.is_none() || shape != self.chain_input {
+                if self.chain.is_some() {
+                    tracing::warn!("the source changes picture size or format mid-stream");
+                }
+                self.chain = Some(
+                    Chain::video(&self.info, &decoded, self.time_base, self.fps)
+                        .map_err(|e| MediaError::Decode(format!("video filters: {e}")))?,
+                );
+                self.chain_input = shape;
+            }
+            let chain = self.chain.as_mut().expect("built above");
+            chain
+                .push(&decoded)
+                .map_err(|e| MediaError::Decode(format!("video filters: {e}")))?;
+            self.fan_out(senders);
+        }
+        if packet.is_none() {
+            if let Some(chain) = self.chain.as_mut() {
+                let _ = chain.flush();
+            }
+            self.fan_out(senders);
+        }
+        Ok(())
+    }
+
+    fn fan_out(&mut self, senders: &mut [Option<mpsc::SyncSender<Arc<frame::Video>>>]) {
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        let out_tb = chain.output_time_base();
+        loop {
+            let mut filtered = frame::Video::empty();
+            if !chain.pull(&mut filtered) {
+                break;
+            }
+            // Source picture types would force x264's frame types: let x264 place its own GOP.
+            filtered.set_kind(picture::Type::None);
+            if let Some(pts) = filtered.pts() {
+                self.produced_seconds = (pts + 1) as f64 * f64::from(out_tb);
+            }
+            let shared = Arc::new(filtered);
+            for slot in senders.iter_mut() {
+                // A closed queue means that rendition failed: stop feeding it.
+                if slot
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(shared.clone()).is_err())
+                {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// Some reason when far less video came out than the probe promised (a damaged file).
+    fn ended_early(&self, info: &SourceInfo) -> Option<String> {
+        let expected = info
+            .video
+            .as_ref()
+            .map_or(info.duration_seconds, |v| v.duration_seconds);
+        let tolerance = (expected * 0.05).max(1.0);
+        (self.produced_seconds + tolerance < expected).then(|| {
+            format!(
+                "video stops at {:.1} s of {:.1} s",
+                self.produced_seconds, expected
+            )
+        })
+    }
+}

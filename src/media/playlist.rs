@@ -1,0 +1,171 @@
+//! Reading back a rendition's media playlist to measure what was really encoded.
+
+use std::path::Path;
+
+use super::mux::PLAYLIST;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Segment {
+    pub seconds: f64,
+    pub bytes: u64,
+}
+
+/// The parts of a media playlist the master needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaPlaylist {
+    pub target_seconds: f64,
+    pub segments: Vec<Segment>,
+    /// Size of the EXT-X-MAP initialisation segment (fMP4), 0 for MPEG-TS.
+    pub init_bytes: u64,
+}
+
+/// Measured rates of a rendition, in bits per second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rates {
+    /// Peak segment bit rate as RFC 8216 §4.3.4.2 defines it.
+    pub peak: u64,
+    /// Total segment bits over total duration.
+    pub average: u64,
+    /// Bytes on disk, init segment included.
+    pub bytes: u64,
+}
+
+impl MediaPlaylist {
+    /// Parses `dir/index.m3u8` and sizes every segment it names.
+    pub fn read(dir: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(dir.join(PLAYLIST))?;
+        let size = |name: &str| -> std::io::Result<u64> {
+            if name.contains('/') || name.contains("..") {
+                return Err(std::io::Error::other(format!(
+                    "unexpected segment URI {name}"
+                )));
+            }
+            Ok(std::fs::metadata(dir.join(name))?.len())
+        };
+        let mut playlist = MediaPlaylist {
+            target_seconds: 0.0,
+            segments: Vec::new(),
+            init_bytes: 0,
+        };
+        let mut pending: Option<f64> = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+                playlist.target_seconds = v.parse().unwrap_or(0.0);
+            } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+                pending = v.split(',').next().and_then(|d| d.parse().ok());
+            } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
+                if let Some(uri) = v.split('"').nth(1) {
+                    playlist.init_bytes = size(uri)?;
+                }
+            } else if !line.starts_with('#') {
+                let seconds = pending.take().unwrap_or(0.0);
+                playlist.segments.push(Segment {
+                    seconds,
+                    bytes: size(line)?,
+                });
+            }
+        }
+        Ok(playlist)
+    }
+
+    pub fn duration(&self) -> f64 {
+        self.segments.iter().map(|s| s.seconds).sum()
+    }
+
+    pub fn rates(&self) -> Rates {
+        let bits: u64 = self.segments.iter().map(|s| s.bytes * 8).sum();
+        let seconds = self.duration();
+        Rates {
+            peak: peak_rate(&self.segments, self.target_seconds),
+            average: if seconds > 0.0 {
+                (bits as f64 / seconds).ceil() as u64
+            } else {
+                0
+            },
+            bytes: self.init_bytes + bits / 8,
+        }
+    }
+}
+
+/// The largest bit rate of any run of contiguous segments lasting 0.5–1.5 × the target
+/// duration; the largest single segment when no run qualifies (very short media).
+fn peak_rate(segments: &[Segment], target: f64) -> u64 {
+    let rate = |bytes: u64, secs: f64| {
+        if secs > 0.0 {
+            (bytes as f64 * 8.0 / secs).ceil() as u64
+        } else {
+            0
+        }
+    };
+    let mut peak = None;
+    for start in 0..segments.len() {
+        let (mut bytes, mut secs) = (0, 0.0);
+        for s in &segments[start..] {
+            bytes += s.bytes;
+            secs += s.seconds;
+            if secs > 1.5 * target {
+                break;
+            }
+            if secs >= 0.5 * target {
+                peak = peak.max(Some(rate(bytes, secs)));
+            }
+        }
+    }
+    peak.unwrap_or_else(|| {
+        segments
+            .iter()
+            .map(|s| rate(s.bytes, s.seconds))
+            .max()
+            .unwrap_or(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(seconds: f64, bytes: u64) -> Segment {
+        Segment { seconds, bytes }
+    }
+
+    #[test]
+    fn peak_follows_rfc_windows() {
+        // The heavy 4 s segment joined by the short, dense tail (4.5 s) is the peak; the tail
+        // alone (3.2 Mb/s over 0.5 s) is too short to count.
+        let segs = [seg(4.0, 500_000), seg(4.0, 1_000_000), seg(0.5, 200_000)];
+        assert_eq!(peak_rate(&segs, 4.0), 2_133_334);
+        // Only short segments: the windows join them.
+        let segs = [seg(1.0, 100_000), seg(1.0, 300_000), seg(1.0, 100_000)];
+        assert_eq!(peak_rate(&segs, 4.0), 1_600_000);
+        // Nothing reaches half the target: the largest single segment.
+        assert_eq!(peak_rate(&[seg(0.5, 10_000)], 4.0), 160_000);
+        assert_eq!(peak_rate(&[], 4.0), 0);
+    }
+
+    #[test]
+    fn reads_playlist_and_sizes_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("init.mp4"), [0u8; 100]).unwrap();
+        std::fs::write(dir.path().join("seg_00000.m4s"), [0u8; 4000]).unwrap();
+        std::fs::write(dir.path().join("seg_00001.m4s"), [0u8; 1000]).unwrap();
+        std::fs::write(
+            dir.path().join(PLAYLIST),
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-MAP:URI=\"init.mp4\"\n\
+             #EXTINF:4.000000,\nseg_00000.m4s\n#EXTINF:1.000000,\nseg_00001.m4s\n#EXT-X-ENDLIST\n",
+        )
+        .unwrap();
+        let p = MediaPlaylist::read(dir.path()).unwrap();
+        assert_eq!(p.segments, [seg(4.0, 4000), seg(1.0, 1000)]);
+        let r = p.rates();
+        assert_eq!(r.bytes, 5100);
+        assert_eq!(r.average, 8000);
+        assert_eq!(r.peak, 8000);
+    }
+
+    #[test]
+    fn refuses_segment_uris_outside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PLAYLIST), "#EXTINF:4,\n../../etc/passwd\n").unwrap();
+        assert!(MediaPlaylist::read(dir.path()).is_err());
+    }
+}

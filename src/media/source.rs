@@ -1,0 +1,351 @@
+//! Opening a source safely and probing what it holds.
+
+use std::path::Path;
+
+use ffmpeg_next::{self as ff, Dictionary, Rational, codec, format, media};
+use serde::{Deserialize, Serialize};
+
+use super::MediaError;
+
+/// Demuxers a source may use. Demuxers that pull in other files or URLs (hls, dash, concat,
+/// image2 patterns, tee, …) are absent on purpose, so a crafted upload cannot read the machine.
+const ALLOWED_DEMUXERS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,asf,\
+    ogg,wav,w64,aiff,caf,mp3,aac,ac3,eac3,flac,amr,h264,hevc,m4v,mpegvideo,mxf,dv,gif,ivf,nut";
+
+/// Opens `path` with the `file` protocol only and the demuxer allow-list.
+pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
+    let absolute = std::path::absolute(path)?;
+    let mut options = Dictionary::new();
+    options.set("protocol_whitelist", "file");
+    options.set("format_whitelist", ALLOWED_DEMUXERS);
+    // The `file:` prefix stops a name like `http:x` or `concat:a|b` from choosing a protocol.
+    let url = format!("file:{}", absolute.display());
+    format::input_with_dictionary(&url, options).map_err(|e| match e {
+        // libav answers EINVAL for a demuxer outside the allow-list.
+        ff::Error::Other { errno } if errno == ff::ffi::EINVAL => {
+            MediaError::RefusedFormat(guess_format(&absolute).unwrap_or_else(|| "unknown".into()))
+        }
+        other => MediaError::Unreadable(other.to_string()),
+    })
+}
+
+/// Names the demuxer libav would pick from the first bytes, without letting it open anything.
+fn guess_format(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    std::fs::File::open(path)
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut head)
+        .ok()?;
+    let size = head.len() as i32;
+    head.resize(head.len() + ff::ffi::AVPROBE_PADDING_SIZE as usize, 0);
+    let name = std::ffi::CString::new(path.to_string_lossy().as_bytes()).ok()?;
+    let probe = ff::ffi::AVProbeData {
+        filename: name.as_ptr(),
+        buf: head.as_mut_ptr(),
+        buf_size: size,
+        mime_type: std::ptr::null(),
+    };
+    // SAFETY: the probe reads only the padded buffer we own; the result is a static descriptor.
+    unsafe {
+        let format = ff::ffi::av_probe_input_format(&probe, 1);
+        (!format.is_null()).then(|| {
+            std::ffi::CStr::from_ptr((*format).name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
+/// Colour transfer of the video: decides whether tone-mapping to SDR is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    Sdr,
+    /// SMPTE ST 2084 (HDR10, Dolby Vision base layers).
+    Pq,
+    /// ARIB STD-B67 hybrid log-gamma.
+    Hlg,
+}
+
+/// What the probe learnt about a source; written into status.json under `source`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceInfo {
+    pub container: String,
+    pub duration_seconds: f64,
+    pub size_bytes: u64,
+    pub video: Option<VideoInfo>,
+    pub audio: Vec<AudioInfo>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoInfo {
+    #[serde(skip)]
+    pub stream_index: usize,
+    pub codec: String,
+    /// The video stream's own length (it may be shorter than the container's).
+    pub duration_seconds: f64,
+    pub coded_width: u32,
+    pub coded_height: u32,
+    /// Size as shown: sample aspect ratio and rotation applied.
+    pub display_width: u32,
+    pub display_height: u32,
+    /// Clockwise degrees the picture must turn to be upright: 0, 90, 180 or 270.
+    pub rotation: u32,
+    pub sample_aspect_ratio: String,
+    pub avg_frame_rate: f64,
+    pub real_frame_rate: f64,
+    pub pixel_format: String,
+    pub bit_depth: u32,
+    pub transfer: Transfer,
+    pub interlaced: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioInfo {
+    #[serde(skip)]
+    pub stream_index: usize,
+    pub codec: String,
+    pub channels: u16,
+    pub sample_rate: u32,
+}
+
+/// Source limits checked at probe time.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub max_seconds: u64,
+}
+
+/// Probes `path`: refuses empty, unreadable, media-less, truncated and over-limit sources.
+pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
+    let size_bytes = std::fs::metadata(path)?.len();
+    if size_bytes == 0 {
+        return Err(MediaError::Empty);
+    }
+    if size_bytes > limits.max_bytes {
+        return Err(MediaError::TooLarge {
+            actual: size_bytes,
+            limit: limits.max_bytes,
+        });
+    }
+    let mut input = open(path)?;
+    let mut video = input
+        .streams()
+        .filter(|s| s.parameters().medium() == media::Type::Video)
+        .filter(|s| {
+            !s.disposition()
+                .contains(format::stream::Disposition::ATTACHED_PIC)
+        })
+        .max_by_key(|s| {
+            let p = s.parameters();
+            // SAFETY: reading plain fields of the stream's codec parameters.
+            unsafe { i64::from((*p.as_ptr()).width) * i64::from((*p.as_ptr()).height) }
+        })
+        .map(|s| video_info(&s))
+        .transpose()?;
+    let audio = input
+        .streams()
+        .filter(|s| s.parameters().medium() == media::Type::Audio)
+        .map(|s| audio_info(&s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if video.is_none() && audio.is_empty() {
+        return Err(MediaError::NoMedia);
+    }
+    let duration_seconds = duration_of(&input);
+    if duration_seconds.is_nan() || duration_seconds <= 0.0 {
+        return Err(MediaError::UnknownDuration);
+    }
+    if duration_seconds > limits.max_seconds as f64 {
+        return Err(MediaError::TooLong {
+            actual: format!("{duration_seconds:.0} s"),
+            limit: format!("{} s", limits.max_seconds),
+        });
+    }
+    if let Some(v) = video.as_mut().filter(|v| v.duration_seconds <= 0.0) {
+        v.duration_seconds = duration_seconds;
+    }
+    let wanted: Vec<usize> = video
+        .iter()
+        .map(|v| v.stream_index)
+        .chain(audio.iter().map(|a| a.stream_index))
+        .collect();
+    check_tail(&mut input, duration_seconds, &wanted)?;
+    Ok(SourceInfo {
+        container: input.format().name().to_string(),
+        duration_seconds,
+        size_bytes,
+        video,
+        audio,
+    })
+}
+
+fn duration_of(input: &format::context::Input) -> f64 {
+    if input.duration() > 0 {
+        return input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+    }
+    input
+        .streams()
+        .map(|s| stream_seconds(&s))
+        .fold(0.0, f64::max)
+}
+
+fn stream_seconds(stream: &format::stream::Stream) -> f64 {
+    if stream.duration() > 0 {
+        stream.duration() as f64 * f64::from(stream.time_base())
+    } else {
+        0.0
+    }
+}
+
+/// Reads a packet near the end: a file cut short (an upload that stopped half-way) fails here,
+/// at probe time, instead of after minutes of encoding.
+fn check_tail(
+    input: &mut format::context::Input,
+    duration: f64,
+    wanted: &[usize],
+) -> Result<(), MediaError> {
+    let target = ((duration - 2.0).max(0.0) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
+    if input.seek(target, ..target).is_err() {
+        return Ok(()); // Not seekable (e.g. raw streams): the encode will find any damage.
+    }
+    for _ in 0..2000 {
+        let mut packet = ff::Packet::empty();
+        match packet.read(input) {
+            Ok(()) if wanted.contains(&packet.stream()) => return Ok(()),
+            Ok(()) => continue,
+            Err(ff::Error::Eof) => break,
+            Err(e) => return Err(MediaError::Truncated(e.to_string())),
+        }
+    }
+    Err(MediaError::Truncated(
+        "no media data where the header says there is".into(),
+    ))
+}
+
+fn video_info(stream: &format::stream::Stream) -> Result<VideoInfo, MediaError> {
+    let params = stream.parameters();
+    let id = params.id();
+    if ff::decoder::find(id).is_none() {
+        return Err(MediaError::NoDecoder {
+            kind: "video",
+            codec: id.name().into(),
+        });
+    }
+    let ctx = codec::context::Context::from_parameters(params.clone())
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| MediaError::Unreadable(e.to_string()))?;
+    let (width, height) = (ctx.width(), ctx.height());
+    if width == 0 || height == 0 {
+        return Err(MediaError::Unreadable(
+            "the video has no picture size".into(),
+        ));
+    }
+    let sar = valid_or_one(ctx.aspect_ratio());
+    let rotation = rotation_of(stream);
+    let shown_width = (f64::from(width) * f64::from(sar)).round().max(2.0) as u32;
+    let (display_width, display_height) = if rotation % 180 == 90 {
+        (height, shown_width)
+    } else {
+        (shown_width, height)
+    };
+    let format = ctx.format();
+    // SAFETY: reading plain fields of the codec parameters / the static pixel descriptor.
+    let (field_order, bit_depth) = unsafe {
+        let field_order = (*params.as_ptr()).field_order;
+        let desc = ff::ffi::av_pix_fmt_desc_get(format.into());
+        let depth = if desc.is_null() {
+            8
+        } else {
+            (*desc).comp[0].depth as u32
+        };
+        (field_order, depth)
+    };
+    use ff::ffi::AVFieldOrder::*;
+    let transfer = match ctx.color_transfer_characteristic() {
+        ff::color::TransferCharacteristic::SMPTE2084 => Transfer::Pq,
+        ff::color::TransferCharacteristic::ARIB_STD_B67 => Transfer::Hlg,
+        _ => Transfer::Sdr,
+    };
+    Ok(VideoInfo {
+        stream_index: stream.index(),
+        codec: id.name().into(),
+        duration_seconds: stream_seconds(stream),
+        coded_width: width,
+        coded_height: height,
+        display_width,
+        display_height,
+        rotation,
+        sample_aspect_ratio: format!("{}:{}", sar.numerator(), sar.denominator()),
+        avg_frame_rate: rate(stream.avg_frame_rate()),
+        real_frame_rate: rate(stream.rate()),
+        pixel_format: format.descriptor().map_or("unknown", |d| d.name()).into(),
+        bit_depth,
+        transfer,
+        interlaced: matches!(
+            field_order,
+            AV_FIELD_TT | AV_FIELD_BB | AV_FIELD_TB | AV_FIELD_BT
+        ),
+    })
+}
+
+fn audio_info(stream: &format::stream::Stream) -> Result<AudioInfo, MediaError> {
+    let params = stream.parameters();
+    let id = params.id();
+    if ff::decoder::find(id).is_none() {
+        return Err(MediaError::NoDecoder {
+            kind: "audio",
+            codec: id.name().into(),
+        });
+    }
+    let ctx = codec::context::Context::from_parameters(params)
+        .and_then(|c| c.decoder().audio())
+        .map_err(|e| MediaError::Unreadable(e.to_string()))?;
+    Ok(AudioInfo {
+        stream_index: stream.index(),
+        codec: id.name().into(),
+        channels: ctx.channels(),
+        sample_rate: ctx.rate(),
+    })
+}
+
+/// Degrees clockwise to turn the picture upright, from the display matrix (as ffmpeg's CLI does).
+fn rotation_of(stream: &format::stream::Stream) -> u32 {
+    let Some(matrix) = stream
+        .side_data()
+        .find(|d| d.kind() == codec::packet::side_data::Type::DisplayMatrix)
+    else {
+        return 0;
+    };
+    let data = matrix.data();
+    if data.len() < 36 {
+        return 0;
+    }
+    // SAFETY: the display matrix is nine int32 values; libav reads them unaligned-safe.
+    let degrees = unsafe { ff::ffi::av_display_rotation_get(data.as_ptr().cast()) };
+    if degrees.is_nan() {
+        return 0;
+    }
+    let clockwise = (-degrees).round() as i64;
+    (((clockwise % 360) + 360) % 360 + 45) as u32 / 90 * 90 % 360
+}
+
+fn valid_or_one(r: Rational) -> Rational {
+    if r.numerator() > 0 && r.denominator() > 0 {
+        r
+    } else {
+        Rational::new(1, 1)
+    }
+}
+
+fn rate(r: Rational) -> f64 {
+    if r.denominator() == 0 {
+        0.0
+    } else {
+        (f64::from(r) * 1000.0).round() / 1000.0
+    }
+}

@@ -1,0 +1,204 @@
+//! One video rendition: scale shared frames to its size and encode them with libx264 into HLS.
+
+use std::path::PathBuf;
+
+use ffmpeg_next::{self as ff, Dictionary, Packet, Rational, codec, format, frame, software};
+
+use super::MediaError;
+use super::ladder::VideoRendition;
+use super::mux::{HlsOutput, Segmenting};
+
+/// Encoder settings common to every video rendition of a pass.
+#[derive(Clone, Debug)]
+pub struct VideoSettings {
+    pub preset: String,
+    /// Output frame rate (constant) and the timestamps' time base, its inverse.
+    pub fps: Rational,
+    pub segmenting: Segmenting,
+    /// libx264 threads per encoder (0 = libx264's own choice).
+    pub threads: usize,
+}
+
+/// VBV ceiling and buffer as multiples of the target rate.
+const MAXRATE_FACTOR: f64 = 1.1;
+const BUFSIZE_FACTOR: f64 = 2.0;
+
+/// Everything opened lazily on the first frame, when the real input format is known.
+struct Open {
+    scaler: Option<software::scaling::Context>,
+    encoder: ff::encoder::Video,
+    output: HlsOutput,
+}
+
+pub struct RenditionEncoder {
+    rendition: VideoRendition,
+    dir: PathBuf,
+    settings: VideoSettings,
+    open: Option<Open>,
+    codecs: Option<String>,
+}
+
+impl RenditionEncoder {
+    pub fn new(rendition: VideoRendition, dir: PathBuf, settings: VideoSettings) -> Self {
+        Self {
+            rendition,
+            dir,
+            settings,
+            open: None,
+            codecs: None,
+        }
+    }
+
+    /// Scales and encodes one frame whose pts is in 1/fps units.
+    pub fn push(&mut self, source: &frame::Video) -> Result<(), MediaError> {
+        if self.open.is_none() {
+            self.open = Some(self.start(source)?);
+        }
+        let (w, h) = (self.rendition.width, self.rendition.height);
+        let open = self.open.as_mut().expect("opened above");
+        let mut scaled;
+        let picture = match &mut open.scaler {
+            Some(scaler) => {
+                scaled = frame::Video::new(format::Pixel::YUV420P, w, h);
+                if scaler.run(source, &mut scaled).is_err() {
+                    // The source changed size or format mid-stream: rebuild the scaler.
+                    *scaler = scaler_for(source, w, h)?;
+                    scaler.run(source, &mut scaled).map_err(encode_error)?;
+                }
+                scaled.set_pts(source.pts());
+                &scaled
+            }
+            None => source,
+        };
+        open.encoder.send_frame(picture).map_err(encode_error)?;
+        drain(open, self.settings.fps)
+    }
+
+    /// Flushes the encoder and closes the playlist; returns the RFC 6381 `avc1.PPCCLL` string.
+    pub fn finish(mut self) -> Result<String, MediaError> {
+        let mut open = self
+            .open
+            .take()
+            .ok_or_else(|| MediaError::Decode("no video frame was decoded".into()))?;
+        open.encoder.send_eof().map_err(encode_error)?;
+        drain(&mut open, self.settings.fps)?;
+        open.output.finish()?;
+        Ok(self.codecs.take().unwrap_or_else(|| "avc1.640028".into()))
+    }
+
+    fn start(&mut self, first: &frame::Video) -> Result<Open, MediaError> {
+        let (w, h) = (self.rendition.width, self.rendition.height);
+        let same = first.width() == w && first.height() == h;
+        let scaler = if same && first.format() == format::Pixel::YUV420P {
+            None
+        } else {
+            Some(scaler_for(first, w, h)?)
+        };
+        let codec = ff::encoder::find_by_name("libx264")
+            .ok_or_else(|| MediaError::Encode("libx264 is not available".into()))?;
+        let mut encoder = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(encode_error)?;
+        let fps = self.settings.fps;
+        let time_base = fps.invert();
+        encoder.set_width(w);
+        encoder.set_height(h);
+        encoder.set_format(format::Pixel::YUV420P);
+        encoder.set_time_base(time_base);
+        encoder.set_frame_rate(Some(fps));
+        encoder.set_aspect_ratio(Rational::new(1, 1));
+        encoder.set_colorspace(first.color_space());
+        encoder.set_color_primaries(first.color_primaries());
+        encoder.set_color_transfer_characteristic(first.color_transfer_characteristic());
+        encoder.set_color_range(ff::color::Range::MPEG);
+        // `set_flags` replaces the whole set: keep closed GOPs so every keyframe is an IDR.
+        encoder.set_flags(codec::Flags::GLOBAL_HEADER | codec::Flags::CLOSED_GOP);
+        let kbps = f64::from(self.rendition.kbps);
+        let gop = (2.0 * f64::from(fps)).round().max(1.0) as u32;
+        let mut options = Dictionary::new();
+        options.set("preset", &self.settings.preset);
+        options.set("profile", "high");
+        options.set("b", &format!("{}k", self.rendition.kbps));
+        options.set("maxrate", &format!("{}k", (kbps * MAXRATE_FACTOR).round()));
+        options.set("bufsize", &format!("{}k", (kbps * BUFSIZE_FACTOR).round()));
+        options.set("threads", &self.settings.threads.to_string());
+        options.set("forced-idr", "1");
+        options.set(
+            "x264-params",
+            &format!("keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"),
+        );
+        let encoder = encoder.open_with(options).map_err(encode_error)?;
+        // SAFETY: reading the extradata buffer libx264 filled in while opening.
+        let extradata = unsafe {
+            let ctx = encoder.as_ptr();
+            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize)
+        };
+        self.codecs = avc_codecs(extradata);
+        let output = HlsOutput::create(&self.dir, self.settings.segmenting, &encoder, time_base)?;
+        Ok(Open {
+            scaler,
+            encoder,
+            output,
+        })
+    }
+}
+
+fn scaler_for(
+    source: &frame::Video,
+    w: u32,
+    h: u32,
+) -> Result<software::scaling::Context, MediaError> {
+    software::scaling::Context::get(
+        source.format(),
+        source.width(),
+        source.height(),
+        format::Pixel::YUV420P,
+        w,
+        h,
+        software::scaling::Flags::BICUBIC,
+    )
+    .map_err(encode_error)
+}
+
+fn drain(open: &mut Open, fps: Rational) -> Result<(), MediaError> {
+    let mut packet = Packet::empty();
+    while open.encoder.receive_packet(&mut packet).is_ok() {
+        open.output.write(&mut packet, fps.invert())?;
+    }
+    Ok(())
+}
+
+fn encode_error(e: ff::Error) -> MediaError {
+    MediaError::Encode(e.to_string())
+}
+
+/// `avc1.PPCCLL` from the SPS in H.264 extradata, in avcC or Annex B form.
+pub fn avc_codecs(extradata: &[u8]) -> Option<String> {
+    let sps = if extradata.first() == Some(&1) && extradata.len() >= 4 {
+        &extradata[1..4]
+    } else {
+        let start = extradata
+            .windows(4)
+            .position(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7)?;
+        extradata.get(start + 4..start + 7)?
+    };
+    Some(format!("avc1.{:02X}{:02X}{:02X}", sps[0], sps[1], sps[2]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::avc_codecs;
+
+    #[test]
+    fn codecs_string_from_annex_b_and_avcc() {
+        let annex_b = [
+            0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1f, 0xac, 0, 0, 0, 1, 0x68, 0xeb,
+        ];
+        assert_eq!(avc_codecs(&annex_b).as_deref(), Some("avc1.64001F"));
+        let avcc = [1, 0x4d, 0x40, 0x1e, 0xff, 0xe1];
+        assert_eq!(avc_codecs(&avcc).as_deref(), Some("avc1.4D401E"));
+        assert_eq!(avc_codecs(&[0, 0, 1, 0x68, 1, 2, 3]), None, "no SPS");
+        assert_eq!(avc_codecs(&[]), None);
+    }
+}
