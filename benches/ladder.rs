@@ -1,1 +1,327 @@
-fn main() {}
+//! Ladder benchmark. Run: `cargo bench --bench ladder` (rounds: env `BENCH_ROUNDS`, default 3).
+//!
+//! Makes (once, cached in `target/bench-data/`) a 1080p30, 30 s source with audio (testsrc2 + sine,
+//! x264 ~8 Mb/s, AAC 128k 48 kHz stereo, MP4), then builds the same 5-rung HLS ladder
+//! (1080/720/480/360/240 at 5000/2800/1400/800/400 kb/s, x264 veryfast, 2 s GOP, 4 s fMP4 segments)
+//! three ways, alternating every round, each run in a fresh temp dir:
+//!   ours — `video-transcoder transcode` (decodes once, encodes in-process);
+//!   (b)  — ONE ffmpeg CLI process: split filter -> 5 x (scale + libx264), audio encoded once;
+//!   (c)  — the seeds' approach: five ffmpeg processes in parallel, one per rendition, each
+//!          decoding the source and encoding its own audio.
+//! Prints medians of wall time, user+sys CPU and peak RSS (wait4 rusage per child; for (c) the sum
+//! of the five children's peaks), ratios, time to first playable and the targets with PASS/MISS.
+//! Nothing is asserted: it is a benchmark, not a test. It exits non-zero only if a run fails.
+
+use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// (width, height, video kb/s) per rung.
+const LADDER: [(u32, u32, u32); 5] = [
+    (1920, 1080, 5000),
+    (1280, 720, 2800),
+    (854, 480, 1400),
+    (640, 360, 800),
+    (426, 240, 400),
+];
+const OUR_LADDER: &str = "1080:5000,720:2800,480:1400,360:800,240:400";
+const X264: &str = "-c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p \
+                    -x264-params keyint=60:min-keyint=60:scenecut=0";
+const HLS: &str = "-f hls -hls_time 4 -hls_playlist_type vod -hls_segment_type fmp4";
+
+#[derive(Default)]
+struct Run {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+    ttfp_status: Option<f64>,
+    ttfp_poll: Option<f64>,
+}
+
+/// An ffmpeg command with `args` (split on whitespace) already added.
+fn ffmpeg(args: &str) -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args("-hide_banner -nostdin -loglevel error -y".split_whitespace());
+    c.args(args.split_whitespace());
+    c
+}
+
+/// `-b:v`, `-maxrate` (1.1x) and `-bufsize` (2x) for one rung; `s` is a stream spec (":2") or "".
+fn rate(kbps: u32, s: &str) -> Vec<String> {
+    let (max, buf) = (kbps * 11 / 10, kbps * 2);
+    let text = format!("-b:v{s} {kbps}k -maxrate:v{s} {max}k -bufsize:v{s} {buf}k");
+    text.split_whitespace().map(String::from).collect()
+}
+
+/// The cached source, generated on first use.
+fn source() -> PathBuf {
+    // The bench executable lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.ancestors().nth(3).unwrap().join("bench-data");
+    let src = dir.join("src-1080p30-30s-8M.mp4");
+    if src.exists() {
+        return src;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("generating {} ...", src.display());
+    let tmp = dir.join("src.tmp.mp4");
+    let ok = ffmpeg(
+        "-f lavfi -i testsrc2=size=1920x1080:rate=30 \
+         -f lavfi -i sine=frequency=440:sample_rate=48000 -t 30 \
+         -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 60 -b:v 8M -maxrate 8M -bufsize 16M \
+         -c:a aac -b:a 128k -ar 48000 -ac 2 -movflags +faststart",
+    )
+    .arg(&tmp)
+    .status()
+    .expect("ffmpeg not found")
+    .success();
+    assert!(ok, "generating the source failed");
+    std::fs::rename(&tmp, &src).unwrap();
+    src
+}
+
+fn ours(src: &Path, out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_video-transcoder"));
+    c.arg("transcode").arg(src).arg("--out").arg(out);
+    c.args(["--id", "bench", "--ladder", OUR_LADDER]);
+    c
+}
+
+/// (b): one process, split filter, 5 video outputs + one audio stream, one HLS master.
+fn peer_one(src: &Path, out: &Path) -> Command {
+    let mut graph = String::from("[0:v]split=5[s0][s1][s2][s3][s4]");
+    let (mut maps, mut rates, mut var_map) = (String::new(), Vec::new(), String::new());
+    for (i, (w, h, k)) in LADDER.iter().enumerate() {
+        graph += &format!(";[s{i}]scale={w}:{h}[v{i}]");
+        maps += &format!(" -map [v{i}]");
+        rates.extend(rate(*k, &format!(":{i}")));
+        var_map += &format!("v:{i},agroup:aud ");
+    }
+    let mut c = ffmpeg("");
+    c.current_dir(out)
+        .arg("-i")
+        .arg(src)
+        .args(["-filter_complex", &graph]);
+    c.args(maps.split_whitespace()).args(["-map", "0:a:0"]);
+    c.args(X264.split_whitespace()).args(rates);
+    c.args("-c:a aac -b:a 128k -ar 48000 -ac 2".split_whitespace());
+    c.args(HLS.split_whitespace());
+    c.args("-hls_segment_filename %v/seg_%03d.m4s -master_pl_name master.m3u8".split_whitespace());
+    c.args([
+        "-var_stream_map",
+        &(var_map + "a:0,agroup:aud"),
+        "%v/index.m3u8",
+    ]);
+    c
+}
+
+/// (c): one process per rendition, each decoding the source and encoding its own audio.
+fn peer_five(src: &Path, out: &Path) -> Vec<Command> {
+    let mut cmds = Vec::new();
+    for (i, (w, h, k)) in LADDER.iter().enumerate() {
+        let dir = out.join(i.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = ffmpeg("");
+        c.current_dir(&dir)
+            .arg("-i")
+            .arg(src)
+            .args(["-vf", &format!("scale={w}:{h}")]);
+        c.args(X264.split_whitespace()).args(rate(*k, ""));
+        c.args("-c:a aac -b:a 128k".split_whitespace())
+            .args(HLS.split_whitespace());
+        c.args(["-hls_segment_filename", "seg_%03d.m4s", "index.m3u8"]);
+        cmds.push(c);
+    }
+    cmds
+}
+
+fn secs(tv: libc::timeval) -> f64 {
+    tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
+}
+
+/// Spawns all commands at once, waits for all (wait4 per child), optionally polls for `poll` to
+/// appear every 50 ms. Logs go to `logs/{stdout,stderr}N.log`. On failure prints stderr and exits.
+fn measure(name: &str, cmds: Vec<Command>, logs: &Path, poll: Option<PathBuf>) -> Run {
+    let t0 = Instant::now();
+    let mut kids = Vec::new();
+    for (i, mut c) in cmds.into_iter().enumerate() {
+        let out = File::create(logs.join(format!("stdout{i}.log"))).unwrap();
+        let err = File::create(logs.join(format!("stderr{i}.log"))).unwrap();
+        let c = c.stdin(Stdio::null()).stdout(out).stderr(err);
+        kids.push(c.spawn().expect("spawn failed"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = poll.map(|p| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            loop {
+                let done = stop.load(Ordering::Relaxed); // one last look after the exit
+                if p.exists() {
+                    return Some(t0.elapsed().as_secs_f64());
+                }
+                if done {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    });
+    let mut run = Run::default();
+    let mut failed = Vec::new();
+    for (i, kid) in kids.iter().enumerate() {
+        let pid = kid.id() as libc::pid_t;
+        let mut status = 0;
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed.push((i, status));
+        }
+        run.cpu += secs(ru.ru_utime) + secs(ru.ru_stime);
+        run.rss_mib += ru.ru_maxrss as f64 / 1024.0; // ru_maxrss is in KiB on Linux
+    }
+    run.wall = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    run.ttfp_poll = watcher.and_then(|w| w.join().unwrap());
+    for (i, status) in &failed {
+        let err = std::fs::read_to_string(logs.join(format!("stderr{i}.log"))).unwrap_or_default();
+        eprintln!(
+            "{name}: process {i} failed ({}); stderr:\n{err}",
+            ExitStatus::from_raw(*status)
+        );
+    }
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+    run
+}
+
+/// firstPlayable − started from status.json, in seconds.
+fn ttfp_from_status(path: &Path) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let ts = |k: &str| chrono::DateTime::parse_from_rfc3339(v["timestamps"][k].as_str()?).ok();
+    let d = ts("firstPlayable")? - ts("started")?;
+    Some(d.num_microseconds()? as f64 / 1e6)
+}
+
+/// ffprobes a master playlist and prints what it holds; true if it is the full 5-rung ladder.
+fn probe(label: &str, master: &Path) -> bool {
+    let args = "-v error -show_entries stream=codec_type,height:format=duration -of csv=p=0";
+    let mut cmd = Command::new("ffprobe");
+    let out = cmd
+        .args(args.split(' '))
+        .arg(master)
+        .output()
+        .expect("ffprobe not found");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut heights: Vec<u32> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("video,")?.parse().ok())
+        .collect();
+    heights.sort_unstable_by(|a, b| b.cmp(a));
+    heights.dedup();
+    let audio = lines.iter().any(|l| l.starts_with("audio"));
+    let dur: f64 = lines.iter().find_map(|l| l.parse().ok()).unwrap_or(0.0);
+    println!("  {label} output (ffprobe master): heights {heights:?}, audio {audio}, {dur:.1} s");
+    heights == [1080, 720, 480, 360, 240] && audio && dur > 29.0
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    (n > 0).then(|| (xs[(n - 1) / 2] + xs[n / 2]) / 2.0)
+}
+
+fn main() {
+    let rounds = std::env::var("BENCH_ROUNDS").map_or(3, |s| s.parse().expect("BENCH_ROUNDS"));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let src = source();
+    let names = [
+        "ours (video-transcoder)",
+        "(b) ffmpeg CLI, 1 process",
+        "(c) ffmpeg CLI, 5 processes",
+    ];
+    let mut runs: [Vec<Run>; 3] = Default::default();
+    for round in 1..=rounds {
+        for (k, name) in names.iter().enumerate() {
+            let tmp = tempfile::tempdir().unwrap();
+            let (logs, out) = (tmp.path(), tmp.path().join("out"));
+            std::fs::create_dir_all(&out).unwrap();
+            let job = out.join("videos/bench");
+            let run = match k {
+                0 => {
+                    let master = job.join("manifest/master.m3u8");
+                    let mut r = measure(name, vec![ours(&src, &out)], logs, Some(master.clone()));
+                    r.ttfp_status = ttfp_from_status(&job.join("status.json"));
+                    if round == 1 {
+                        probe("ours", &master);
+                    }
+                    r
+                }
+                1 => {
+                    let r = measure(name, vec![peer_one(&src, &out)], logs, None);
+                    if round == 1 && !probe("(b)", &out.join("master.m3u8")) {
+                        eprintln!("(b) did not produce a playable 5-rung ladder");
+                        std::process::exit(1);
+                    }
+                    r
+                }
+                _ => measure(name, peer_five(&src, &out), logs, None),
+            };
+            let (w, c, m) = (run.wall, run.cpu, run.rss_mib);
+            println!(
+                "round {round}/{rounds} {name:28} wall {w:6.2} s  CPU {c:6.2} s  peak RSS {m:6.1} MiB"
+            );
+            runs[k].push(run);
+        }
+    }
+
+    let med = |k: usize, f: fn(&Run) -> Option<f64>| median(runs[k].iter().filter_map(f).collect());
+    let wall = |k| med(k, |r| Some(r.wall)).unwrap();
+    let cpu = |k| med(k, |r| Some(r.cpu)).unwrap();
+    let rss = |k| med(k, |r| Some(r.rss_mib)).unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nladder benchmark: {cores} cores, {rounds} rounds, source {src:?}");
+    println!(
+        "load average now: {} (others' work on the machine inflates wall times)",
+        load.trim()
+    );
+    let head = ["median", "wall s", "CPU s", "peak RSS MiB"];
+    println!(
+        "{:30} {:>8} {:>8} {:>13}",
+        head[0], head[1], head[2], head[3]
+    );
+    for (k, name) in names.iter().enumerate() {
+        println!("{name:30} {:8.2} {:8.2} {:13.1}", wall(k), cpu(k), rss(k));
+    }
+    for (k, label) in [(1, "ratio ours ÷ (b)"), (2, "ratio ours ÷ (c)")] {
+        let (w, c, m) = (wall(0) / wall(k), cpu(0) / cpu(k), rss(0) / rss(k));
+        println!("{label:30} {w:8.2} {c:8.2} {m:13.2}");
+    }
+    println!("(CPU = user+sys from wait4 rusage; (c) peak RSS = sum of the five children's peaks)");
+    let ttfp = |x: Option<f64>| match x {
+        Some(s) => format!("{s:.2} s ({:.0}% of our wall)", 100.0 * s / wall(0)),
+        None => "n/a".into(),
+    };
+    let (st, poll) = (med(0, |r| r.ttfp_status), med(0, |r| r.ttfp_poll));
+    println!(
+        "time to first playable (median): status.json {}; polled master {}",
+        ttfp(st),
+        ttfp(poll)
+    );
+    let (rb, rc, peak) = (wall(0) / wall(1), wall(0) / wall(2), rss(0));
+    println!("targets (printed, not asserted):");
+    for (label, value, limit) in [
+        ("wall ours ÷ (b)", rb, 1.0),
+        ("wall ours ÷ (c)", rc, 0.75),
+        ("ours peak RSS MiB", peak, 1024.0),
+    ] {
+        let verdict = if value <= limit { "PASS" } else { "MISS" };
+        println!("  {label:18} {value:7.2} ≤ {limit:<7.2} {verdict}");
+    }
+}

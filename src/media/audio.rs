@@ -19,6 +19,8 @@ pub struct AudioEncoder {
     dir: PathBuf,
     segmenting: Segmenting,
     kbps: u32,
+    /// Added to every output timestamp (in 1/48000 s) to match the video's start.
+    shift: i64,
     open: Option<(Chain, ff::encoder::Audio, HlsOutput)>,
     /// AAC frames written, for progress.
     pub frames: u64,
@@ -31,6 +33,7 @@ impl AudioEncoder {
         dir: PathBuf,
         segmenting: Segmenting,
         kbps: u32,
+        shift: i64,
     ) -> Result<Self, MediaError> {
         let decoder = codec::context::Context::from_parameters(stream.parameters())
             .and_then(|c| c.decoder().audio())
@@ -42,6 +45,7 @@ impl AudioEncoder {
             dir,
             segmenting,
             kbps,
+            shift,
             open: None,
             frames: 0,
         })
@@ -65,9 +69,9 @@ impl AudioEncoder {
             .take()
             .ok_or_else(|| MediaError::Decode("no audio could be decoded".into()))?;
         chain.flush().map_err(audio_error)?;
-        self.frames += filter_and_encode(&mut chain, &mut encoder, &mut output)?;
+        self.frames += filter_and_encode(&mut chain, &mut encoder, &mut output, self.shift)?;
         encoder.send_eof().map_err(audio_error)?;
-        write_packets(&mut encoder, &mut output)?;
+        write_packets(&mut encoder, &mut output, self.shift)?;
         output.finish()
     }
 
@@ -81,7 +85,7 @@ impl AudioEncoder {
             decoded.set_pts(pts);
             let (chain, encoder, output) = self.open.as_mut().expect("opened above");
             chain.push(&decoded).map_err(audio_error)?;
-            self.frames += filter_and_encode(chain, encoder, output)?;
+            self.frames += filter_and_encode(chain, encoder, output, self.shift)?;
         }
         Ok(())
     }
@@ -118,12 +122,13 @@ fn filter_and_encode(
     chain: &mut Chain,
     encoder: &mut ff::encoder::Audio,
     output: &mut HlsOutput,
+    shift: i64,
 ) -> Result<u64, MediaError> {
     let mut count = 0;
     let mut filtered = frame::Audio::empty();
     while chain.pull(&mut filtered) {
         encoder.send_frame(&filtered).map_err(audio_error)?;
-        write_packets(encoder, output)?;
+        write_packets(encoder, output, shift)?;
         count += 1;
     }
     Ok(count)
@@ -132,9 +137,12 @@ fn filter_and_encode(
 fn write_packets(
     encoder: &mut ff::encoder::Audio,
     output: &mut HlsOutput,
+    shift: i64,
 ) -> Result<(), MediaError> {
     let mut packet = Packet::empty();
     while encoder.receive_packet(&mut packet).is_ok() {
+        packet.set_pts(packet.pts().map(|t| t + shift));
+        packet.set_dts(packet.dts().map(|t| t + shift));
         output.write(&mut packet, Rational::new(1, RATE))?;
     }
     Ok(())

@@ -85,19 +85,21 @@ impl Chain {
     }
 
     pub fn push(&mut self, frame: &ff::Frame) -> Result<(), ff::Error> {
-        self.graph
-            .get("in")
-            .expect("graph has an input")
-            .source()
-            .add(frame)
+        self.input().source().add(frame)
     }
 
     pub fn flush(&mut self) -> Result<(), ff::Error> {
-        self.graph
-            .get("in")
-            .expect("graph has an input")
-            .source()
-            .flush()
+        self.input().source().flush()
+    }
+
+    /// Ends the input at `pts` (the end of the last frame, not its start), so a frame-rate
+    /// filter still emits that last frame.
+    pub fn close(&mut self, pts: i64) -> Result<(), ff::Error> {
+        self.input().source().close(pts)
+    }
+
+    fn input(&mut self) -> filter::Context {
+        self.graph.get("in").expect("graph has an input")
     }
 
     /// Takes the next ready frame, if any, into `frame`.

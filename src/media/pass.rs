@@ -106,12 +106,19 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
     let mut audio = match (&spec.audio, audio_stream) {
         (Some(target), Some(index)) => {
             let stream = input.stream(index).expect("probed stream exists");
+            let shift = if spec.info.video.is_some() {
+                let delay = super::video::reorder_delay_frames(&spec.preset);
+                delay * 48_000 * i64::from(spec.fps.denominator()) / i64::from(spec.fps.numerator())
+            } else {
+                0
+            };
             Some(AudioEncoder::new(
                 &stream,
                 to_stream(stream.time_base()),
                 target.dir.clone(),
                 spec.segmenting,
                 spec.audio_kbps,
+                shift,
             )?)
         }
         _ => None,
@@ -221,7 +228,10 @@ fn demux(
         }
         if let Some(v) = video.as_deref_mut().filter(|v| v.stream == packet.stream()) {
             v.decode(Some(&packet), senders)?;
-        } else if let Some(a) = audio.as_mut().filter(|_| Some(packet.stream()) == audio_stream) {
+        } else if let Some(a) = audio
+            .as_mut()
+            .filter(|_| Some(packet.stream()) == audio_stream)
+        {
             a.push(&packet)?;
             if let Some(frames) = &audio_frames {
                 frames.store(a.frames, Ordering::Relaxed);
@@ -245,6 +255,8 @@ struct VideoDecode {
     /// Shape of the frames the chain was built for; a change rebuilds it.
     chain_input: (u32, u32, ff::format::Pixel),
     last_pts: Option<i64>,
+    /// End of the latest decoded frame (its pts plus duration), where the input stops.
+    end_pts: i64,
     /// Latest output time in seconds, to detect a source that ends early.
     produced_seconds: f64,
     info: super::source::VideoInfo,
@@ -276,6 +288,7 @@ impl VideoDecode {
             chain: None,
             chain_input: (0, 0, ff::format::Pixel::None),
             last_pts: None,
+            end_pts: 0,
             produced_seconds: 0.0,
             info: spec.info.video.clone().expect("video stream probed"),
         })
@@ -301,6 +314,11 @@ impl VideoDecode {
                 None => self.last_pts.map_or(0, |p| p + 1),
             };
             self.last_pts = Some(pts);
+            let duration = match decoded.packet().duration {
+                d if d > 0 => d,
+                _ => (f64::from(self.fps.invert()) / f64::from(self.time_base)).round() as i64,
+            };
+            self.end_pts = self.end_pts.max(pts + duration);
             decoded.set_pts(Some(pts));
             let shape = (decoded.width(), decoded.height(), decoded.format());
             if self.chain.is_none() || shape != self.chain_input {
@@ -321,7 +339,7 @@ impl VideoDecode {
         }
         if packet.is_none() {
             if let Some(chain) = self.chain.as_mut() {
-                let _ = chain.flush();
+                let _ = chain.close(self.end_pts);
             }
             self.fan_out(senders);
         }

@@ -25,6 +25,13 @@ pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
         ff::Error::Other { errno } if errno == ff::ffi::EINVAL => {
             MediaError::RefusedFormat(guess_format(&absolute).unwrap_or_else(|| "unknown".into()))
         }
+        ff::Error::InvalidData
+            if guess_format(&absolute).is_some_and(|f| f.starts_with("mov,")) =>
+        {
+            MediaError::Truncated(
+                "the MP4/MOV index (moov) is missing or damaged; was the upload cut short?".into(),
+            )
+        }
         other => MediaError::Unreadable(other.to_string()),
     })
 }
@@ -210,7 +217,19 @@ fn check_tail(
     wanted: &[usize],
 ) -> Result<(), MediaError> {
     let target = ((duration - 2.0).max(0.0) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
-    if input.seek(target, ..target).is_err() {
+    // Any frame, not just keyframes: a clip with one keyframe would otherwise land at 0.
+    // SAFETY: a plain seek on the open context we own.
+    let sought = unsafe {
+        ff::ffi::avformat_seek_file(
+            input.as_mut_ptr(),
+            -1,
+            i64::MIN,
+            target,
+            target,
+            ff::ffi::AVSEEK_FLAG_ANY as i32,
+        )
+    };
+    if sought < 0 {
         return Ok(()); // Not seekable (e.g. raw streams): the encode will find any damage.
     }
     for _ in 0..2000 {

@@ -144,6 +144,34 @@ impl RenditionEncoder {
     }
 }
 
+/// Frames by which libx264 delays presentation behind decoding (B-frame reordering) with these
+/// settings. The muxer shifts video so decoding starts at 0, so presentation starts this late;
+/// the audio is shifted by the same amount to stay in sync.
+pub fn reorder_delay_frames(preset: &str) -> i64 {
+    let Some(codec) = ff::encoder::find_by_name("libx264") else {
+        return 0;
+    };
+    let Ok(mut encoder) = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+    else {
+        return 0;
+    };
+    encoder.set_width(64);
+    encoder.set_height(64);
+    encoder.set_format(format::Pixel::YUV420P);
+    encoder.set_time_base(Rational::new(1, 30));
+    let mut options = Dictionary::new();
+    options.set("preset", preset);
+    options.set("profile", "high");
+    options.set("threads", "1");
+    match encoder.open_with(options) {
+        // SAFETY: reading a plain field libx264 set while opening.
+        Ok(opened) => i64::from(unsafe { (*opened.as_ptr()).has_b_frames }),
+        Err(_) => 0,
+    }
+}
+
 fn scaler_for(
     source: &frame::Video,
     w: u32,
