@@ -226,7 +226,7 @@ fn check_tail(
             i64::MIN,
             target,
             target,
-            ff::ffi::AVSEEK_FLAG_ANY as i32,
+            ff::ffi::AVSEEK_FLAG_ANY,
         )
     };
     if sought < 0 {
