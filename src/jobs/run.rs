@@ -206,7 +206,7 @@ async fn execute(
     ticker.abort();
     drop(scratch); // scratch is removed on every path, here or by unwinding
     published?;
-    finish_state(tracker, &info)
+    finish_state(tracker, &info, &request.video_dir().join("manifest"))
 }
 
 /// Renditions of a job and how they are grouped into decode passes.
@@ -531,7 +531,7 @@ fn publish_master(
 }
 
 /// ready when every rendition is, partial when some are, failed when nothing can be played.
-fn finish_state(tracker: &Tracker, info: &SourceInfo) -> Result<(), JobEnd> {
+fn finish_state(tracker: &Tracker, info: &SourceInfo, manifest: &Path) -> Result<(), JobEnd> {
     let status = tracker.snapshot();
     let ready = |kind| {
         status
@@ -546,6 +546,8 @@ fn finish_state(tracker: &Tracker, info: &SourceInfo) -> Result<(), JobEnd> {
         ready(RenditionKind::Audio) > 0
     };
     if !playable {
+        // Nothing to play: leave no half-made package behind, only status.json with the reason.
+        let _ = std::fs::remove_dir_all(manifest);
         let reason = status
             .renditions
             .iter()

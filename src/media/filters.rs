@@ -148,16 +148,25 @@ fn video_spec(info: &VideoInfo, fps: Rational) -> String {
     steps.join(",")
 }
 
-/// The constant output rate: the source's average rate, divided down by whole numbers until it
-/// is within `max_fps` (59.94 → 29.97 keeps the cadence), snapped to a broadcast rate when close.
+/// The constant output rate. The stream's real base rate (r_frame_rate) when it is a broadcast
+/// rate: phones record variable frame rate whose average (29.6) is not the rate they were
+/// shooting at (30). Otherwise the average rate. Then divided by whole numbers until within
+/// `max_fps` (59.94 → 29.97 keeps the cadence) and snapped to a broadcast rate when close.
 pub fn output_frame_rate(info: &VideoInfo, max_fps: u32) -> Rational {
-    let source = [info.avg_frame_rate, info.real_frame_rate]
-        .into_iter()
-        .find(|r| (1.0..=1000.0).contains(r))
+    let valid = |r: &f64| (1.0..=1000.0).contains(r);
+    let source = Some(info.real_frame_rate)
+        .filter(|r| valid(r) && snap(*r).is_some())
+        .or(Some(info.avg_frame_rate).filter(valid))
         .unwrap_or(30.0);
     let divisor = (source / f64::from(max_fps)).ceil().max(1.0);
     let fps = source / divisor;
-    const COMMON: [(i32, i32); 9] = [
+    snap(fps).unwrap_or_else(|| Rational::new((fps.round() as i32).clamp(1, max_fps as i32), 1))
+}
+
+/// The broadcast rate within 0.5 % of `fps`, if any.
+fn snap(fps: f64) -> Option<Rational> {
+    const COMMON: [(i32, i32); 11] = [
+        (15, 1),
         (24000, 1001),
         (24, 1),
         (25, 1),
@@ -167,6 +176,7 @@ pub fn output_frame_rate(info: &VideoInfo, max_fps: u32) -> Rational {
         (50, 1),
         (60000, 1001),
         (60, 1),
+        (120, 1),
     ];
     COMMON
         .into_iter()
@@ -175,7 +185,6 @@ pub fn output_frame_rate(info: &VideoInfo, max_fps: u32) -> Rational {
         .filter(|(_, off)| *off < 0.005)
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(r, _)| r)
-        .unwrap_or_else(|| Rational::new((fps.round() as i32).clamp(1, max_fps as i32), 1))
 }
 
 #[cfg(test)]
@@ -214,6 +223,14 @@ mod tests {
         assert_eq!(rate(0.0), Rational::new(30, 1), "unknown falls back to 30");
         let capped = output_frame_rate(&info(59.94, 0, false, Transfer::Sdr), 30);
         assert_eq!(capped, Rational::new(30000, 1001));
+        // A phone's variable rate: the average dips, the base rate is what it shot at.
+        let mut phone = info(22.69, 0, false, Transfer::Sdr);
+        phone.real_frame_rate = 30.0;
+        assert_eq!(output_frame_rate(&phone, 60), Rational::new(30, 1));
+        // A container's odd time base as base rate: the average decides.
+        phone.real_frame_rate = 1000.0;
+        phone.avg_frame_rate = 29.6;
+        assert_eq!(output_frame_rate(&phone, 60), Rational::new(30, 1));
     }
 
     #[test]

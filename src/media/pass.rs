@@ -174,19 +174,19 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
             audio_stream,
         );
         senders.clear(); // closes every queue: encoders flush and finish
-        audio_result = audio.take().map(|a| read.clone().and_then(|()| a.finish()));
         let short = video.as_ref().and_then(|v| v.ended_early(&spec.info));
+        let read = match (read, &short) {
+            (Ok(()), Some(reason)) => Err(MediaError::Truncated(reason.clone())),
+            (read, _) => read,
+        };
+        audio_result = audio.take().map(|a| read.clone().and_then(|()| a.finish()));
         handles
             .into_iter()
             .map(|h| {
                 let encoded = h.join().unwrap_or_else(|_| {
                     Err(MediaError::Encode("the encoder thread crashed".into()))
                 });
-                match (&read, &short) {
-                    (Err(e), _) => Err(e.clone()),
-                    (Ok(()), Some(reason)) => Err(MediaError::Truncated(reason.clone())),
-                    (Ok(()), None) => encoded,
-                }
+                read.clone().and(encoded)
             })
             .collect::<Vec<_>>()
     });

@@ -209,14 +209,14 @@ fn stream_seconds(stream: &format::stream::Stream) -> f64 {
     }
 }
 
-/// Reads a packet near the end: a file cut short (an upload that stopped half-way) fails here,
-/// at probe time, instead of after minutes of encoding.
+/// Reads the last second of every stream: a file cut short behind a valid index (an upload
+/// that stopped half-way) fails here, at probe time, instead of after minutes of encoding.
 fn check_tail(
     input: &mut format::context::Input,
     duration: f64,
     wanted: &[usize],
 ) -> Result<(), MediaError> {
-    let target = ((duration - 2.0).max(0.0) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
+    let target = ((duration - 1.0).max(0.0) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
     // Any frame, not just keyframes: a clip with one keyframe would otherwise land at 0.
     // SAFETY: a plain seek on the open context we own.
     let sought = unsafe {
@@ -232,18 +232,28 @@ fn check_tail(
     if sought < 0 {
         return Ok(()); // Not seekable (e.g. raw streams): the encode will find any damage.
     }
-    for _ in 0..2000 {
+    let mut unseen: Vec<usize> = wanted.to_vec();
+    let mut packets = 0;
+    for _ in 0..5000 {
         let mut packet = ff::Packet::empty();
         match packet.read(input) {
-            Ok(()) if wanted.contains(&packet.stream()) => return Ok(()),
-            Ok(()) => continue,
+            Ok(()) => {
+                packets += 1;
+                unseen.retain(|&s| s != packet.stream());
+            }
             Err(ff::Error::Eof) => break,
             Err(e) => return Err(MediaError::Truncated(e.to_string())),
         }
     }
-    Err(MediaError::Truncated(
-        "no media data where the header says there is".into(),
-    ))
+    if packets == 0 {
+        return Err(MediaError::Truncated(
+            "no media data where the header says there is".into(),
+        ));
+    }
+    if !unseen.is_empty() {
+        tracing::debug!(?unseen, "streams with no packet in the last second");
+    }
+    Ok(())
 }
 
 fn video_info(stream: &format::stream::Stream) -> Result<VideoInfo, MediaError> {

@@ -1,0 +1,232 @@
+//! Sources a real platform receives that are hard in other ways than size: HDR, interlaced,
+//! variable frame rate, a file cut short behind a valid index, and crafted playlists that try to
+//! make FFmpeg read other files or URLs.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::*;
+
+/// The first video stream's entry of ffprobe's view of a variant playlist.
+fn variant_stream(run: &Run, name: &str) -> serde_json::Value {
+    let probe = probe(&run.manifest_dir().join(name).join("index.m3u8"));
+    stream(&probe, "video").expect("video stream").clone()
+}
+
+#[test]
+fn hdr10_source_comes_out_as_8_bit_sdr() {
+    let ws = Workspace::new("hdr");
+    let src = ws.path().join("hdr.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30:duration=3",
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-x265-params",
+        "log-level=error",
+        "-pix_fmt",
+        "yuv420p10le",
+        "-color_primaries",
+        "bt2020",
+        "-color_trc",
+        "smpte2084",
+        "-colorspace",
+        "bt2020nc",
+        src.to_str().unwrap(),
+    ]);
+    let source = Source::probe(&src);
+    let run = ws.transcode(&src, "out", Some("hdr"), &[]);
+    let hls = check_ready(&ws, &run, &source, SegmentType::Fmp4);
+    let v = &hls.status["source"]["video"];
+    assert_eq!(
+        (v["codec"].as_str(), v["bitDepth"].as_u64()),
+        (Some("hevc"), Some(10))
+    );
+    assert_eq!(v["transfer"], "pq");
+    let out = variant_stream(&run, "360p");
+    assert_eq!(out["pix_fmt"], "yuv420p", "browsers need 8-bit 4:2:0");
+    assert_eq!(out["color_transfer"], "bt709", "tone-mapped to SDR");
+    assert_eq!(out["profile"], "High");
+}
+
+#[test]
+fn interlaced_source_is_deinterlaced() {
+    let ws = Workspace::new("interlaced");
+    let src = ws.path().join("interlaced.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=720x576:rate=50:duration=3",
+        "-vf",
+        "tinterlace=mode=interleave_top,fieldorder=tff",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-flags",
+        "+ildct+ilme",
+        "-x264opts",
+        "tff=1",
+        "-pix_fmt",
+        "yuv420p",
+        src.to_str().unwrap(),
+    ]);
+    let source = Source::probe(&src);
+    let run = ws.transcode(&src, "out", Some("interlaced"), &[]);
+    let hls = check_ready(&ws, &run, &source, SegmentType::Fmp4);
+    assert_eq!(hls.status["source"]["video"]["interlaced"], true);
+    let out = variant_stream(&run, "480p");
+    assert!(
+        matches!(out["field_order"].as_str(), None | Some("progressive")),
+        "output must be progressive: {}",
+        out["field_order"]
+    );
+}
+
+#[test]
+fn variable_frame_rate_becomes_constant() {
+    let ws = Workspace::new("vfr");
+    let src = ws.path().join("vfr.mp4");
+    // 2 s at 30 fps, then 2 s at 15 fps: an average of 22.5 that is no real rate.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30:duration=4",
+        "-vf",
+        "setpts='if(lt(N,60),N/30,2+(N-60)/15)/TB'",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        src.to_str().unwrap(),
+    ]);
+    let source = Source::probe(&src);
+    let run = ws.transcode(&src, "out", Some("vfr"), &[]);
+    let hls = check_ready(&ws, &run, &source, SegmentType::Fmp4);
+    let fps = hls.master.variants[0]
+        .get("FRAME-RATE")
+        .expect("FRAME-RATE");
+    assert_eq!(fps, "30.000", "the base rate, not the average");
+    let out = variant_stream(&run, "360p");
+    assert_eq!(out["avg_frame_rate"], out["r_frame_rate"], "constant rate");
+}
+
+#[test]
+fn file_cut_short_behind_a_valid_index_fails_at_probe() {
+    let ws = Workspace::new("cut");
+    let full = ws.clip_with(
+        "full.mp4",
+        "testsrc2=size=640x360:rate=30:duration=4",
+        Some(4.0),
+        &["-pix_fmt", "yuv420p", "-movflags", "+faststart"],
+    );
+    let bytes = fs::read(&full).unwrap();
+    let src = ws.path().join("cut.mp4");
+    fs::write(&src, &bytes[..bytes.len() / 2]).unwrap();
+    let run = ws.transcode(&src, "out", Some("cut"), &[]);
+    assert_failed_cleanly(&run);
+    let error = run.status()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("truncated"), "{error}");
+}
+
+/// A canary file and a loopback listener that crafted sources point at: neither may be read.
+struct Bait {
+    canary: std::path::PathBuf,
+    listener: TcpListener,
+}
+
+impl Bait {
+    fn new(ws: &Workspace) -> Self {
+        let canary = ws.path().join("canary.ts");
+        // Real media, so a demuxer that followed the reference would succeed.
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30:duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            canary.to_str().unwrap(),
+        ]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Self { canary, listener }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/x.ts", self.listener.local_addr().unwrap())
+    }
+
+    fn assert_untouched(&self, run: &Run) {
+        assert_failed_cleanly(run);
+        match self.listener.accept() {
+            Ok((mut conn, _)) => {
+                let mut head = [0u8; 256];
+                conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                let n = conn.read(&mut head).unwrap_or(0);
+                panic!(
+                    "the source made FFmpeg connect: {}",
+                    String::from_utf8_lossy(&head[..n])
+                );
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+        }
+        let atime = fs::metadata(&self.canary).unwrap().accessed().unwrap();
+        let created = fs::metadata(&self.canary).unwrap().modified().unwrap();
+        // relatime still updates atime when it is not newer than mtime: a read would show.
+        assert!(atime <= created, "the canary file was read");
+    }
+}
+
+#[test]
+fn hls_playlist_naming_local_files_and_urls_is_refused() {
+    let ws = Workspace::new("evil-hls");
+    let bait = Bait::new(&ws);
+    let src = ws.path().join("upload.m3u8");
+    fs::write(
+        &src,
+        format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{}\n#EXTINF:2,\n{}\n#EXT-X-ENDLIST\n",
+            bait.canary.display(),
+            bait.url()
+        ),
+    )
+    .unwrap();
+    bait.assert_untouched(&ws.transcode(&src, "out", Some("evil-hls"), &[]));
+}
+
+#[test]
+fn concat_list_naming_local_files_is_refused() {
+    let ws = Workspace::new("evil-concat");
+    let bait = Bait::new(&ws);
+    let src = ws.path().join("upload.mp4");
+    fs::write(
+        &src,
+        format!(
+            "ffconcat version 1.0\nfile '{}'\nfile '{}'\n",
+            bait.canary.display(),
+            bait.url()
+        ),
+    )
+    .unwrap();
+    let run = ws.transcode(&src, "out", Some("evil-concat"), &[]);
+    bait.assert_untouched(&run);
+    let error = run.status()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("not accepted"), "{error}");
+}
