@@ -4,7 +4,8 @@
 //! x264 ~8 Mb/s, AAC 128k 48 kHz stereo, MP4), then builds the same 5-rung HLS ladder
 //! (1080/720/480/360/240 at 5000/2800/1400/800/400 kb/s, x264 veryfast, 2 s GOP, 4 s fMP4 segments)
 //! three ways, alternating every round, each run in a fresh temp dir:
-//!   ours — `video-transcoder transcode` (decodes once, encodes in-process);
+//!   ours — `video-transcoder transcode` (default: one decode per tier, ≤480p published first);
+//!   ours, one decode — the same with `--decode-plan single` (least CPU, playable at the end);
 //!   (b)  — ONE ffmpeg CLI process: split filter -> 5 x (scale + libx264), audio encoded once;
 //!   (c)  — the seeds' approach: five ffmpeg processes in parallel, one per rendition, each
 //!          decoding the source and encoding its own audio.
@@ -84,10 +85,17 @@ fn source() -> PathBuf {
     src
 }
 
-fn ours(src: &Path, out: &Path) -> Command {
+fn ours(src: &Path, out: &Path, plan: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_video-transcoder"));
     c.arg("transcode").arg(src).arg("--out").arg(out);
-    c.args(["--id", "bench", "--ladder", OUR_LADDER]);
+    c.args([
+        "--id",
+        "bench",
+        "--ladder",
+        OUR_LADDER,
+        "--decode-plan",
+        plan,
+    ]);
     c
 }
 
@@ -245,8 +253,9 @@ fn main() {
         "ours (video-transcoder)",
         "(b) ffmpeg CLI, 1 process",
         "(c) ffmpeg CLI, 5 processes",
+        "ours, one decode",
     ];
-    let mut runs: [Vec<Run>; 3] = Default::default();
+    let mut runs: [Vec<Run>; 4] = Default::default();
     for round in 1..=rounds {
         for (k, name) in names.iter().enumerate() {
             let tmp = tempfile::tempdir().unwrap();
@@ -254,12 +263,14 @@ fn main() {
             std::fs::create_dir_all(&out).unwrap();
             let job = out.join("videos/bench");
             let run = match k {
-                0 => {
+                0 | 3 => {
                     let master = job.join("manifest/master.m3u8");
-                    let mut r = measure(name, vec![ours(&src, &out)], logs, Some(master.clone()));
+                    let plan = if k == 0 { "auto" } else { "single" };
+                    let cmd = ours(&src, &out, plan);
+                    let mut r = measure(name, vec![cmd], logs, Some(master.clone()));
                     r.ttfp_status = ttfp_from_status(&job.join("status.json"));
                     if round == 1 {
-                        probe("ours", &master);
+                        probe(name, &master);
                     }
                     r
                 }
@@ -271,7 +282,8 @@ fn main() {
                     }
                     r
                 }
-                _ => measure(name, peer_five(&src, &out), logs, None),
+                2 => measure(name, peer_five(&src, &out), logs, None),
+                _ => unreachable!(),
             };
             let (w, c, m) = (run.wall, run.cpu, run.rss_mib);
             println!(
@@ -299,8 +311,12 @@ fn main() {
     for (k, name) in names.iter().enumerate() {
         println!("{name:30} {:8.2} {:8.2} {:13.1}", wall(k), cpu(k), rss(k));
     }
-    for (k, label) in [(1, "ratio ours ÷ (b)"), (2, "ratio ours ÷ (c)")] {
-        let (w, c, m) = (wall(0) / wall(k), cpu(0) / cpu(k), rss(0) / rss(k));
+    for (ours, k, label) in [
+        (0, 1, "ratio ours ÷ (b)"),
+        (0, 2, "ratio ours ÷ (c)"),
+        (3, 1, "ratio ours one decode ÷ (b)"),
+    ] {
+        let (w, c, m) = (wall(ours) / wall(k), cpu(ours) / cpu(k), rss(ours) / rss(k));
         println!("{label:30} {w:8.2} {c:8.2} {m:13.2}");
     }
     println!("(CPU = user+sys from wait4 rusage; (c) peak RSS = sum of the five children's peaks)");

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::media::ladder::{Ladder, Rung};
 use crate::media::mux::SegmentType;
@@ -38,6 +38,16 @@ pub struct TranscodeSettings {
     #[arg(long, env = "MAX_PARALLEL_ENCODES", default_value_t = default_parallelism(), value_parser = clap::value_parser!(u32).range(1..=256))]
     pub max_parallel_encodes: u32,
 
+    /// How many times the source is decoded: once per tier (lowest first, so playback starts
+    /// early), once for all renditions (least CPU, playable only at the end), or `auto`:
+    /// once for all when the pool can run every rendition at the same time.
+    #[arg(long, env = "DECODE_PLAN", value_enum, default_value = "auto")]
+    pub decode_plan: DecodePlan,
+
+    /// libx264 threads per rendition encoder; 0 lets libx264 choose (1.5 × cores each).
+    #[arg(long, env = "ENCODER_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub encoder_threads: u32,
+
     /// Largest accepted source file, in bytes.
     #[arg(long, env = "MAX_VIDEO_SIZE", default_value_t = 10 * 1024 * 1024 * 1024)]
     pub max_video_size: u64,
@@ -51,6 +61,14 @@ pub struct TranscodeSettings {
     pub scratch_dir: PathBuf,
 }
 
+/// See [`TranscodeSettings::decode_plan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DecodePlan {
+    Auto,
+    PerTier,
+    Single,
+}
+
 impl Default for TranscodeSettings {
     fn default() -> Self {
         Self {
@@ -61,6 +79,8 @@ impl Default for TranscodeSettings {
             audio_bitrate_kbps: 128,
             preset: "veryfast".into(),
             max_parallel_encodes: default_parallelism(),
+            encoder_threads: 0,
+            decode_plan: DecodePlan::Auto,
             max_video_size: 10 * 1024 * 1024 * 1024,
             max_duration: 4 * 3600,
             scratch_dir: std::env::temp_dir(),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::status::{JobState, JobStatus, RenditionKind, RenditionState, RenditionStatus};
-use crate::config::TranscodeSettings;
+use crate::config::{DecodePlan, TranscodeSettings};
 use crate::media::filters::output_frame_rate;
 use crate::media::ladder::{self, Tier, VideoRendition};
 use crate::media::master::{self, AudioVariant, VideoVariant};
@@ -318,8 +318,11 @@ async fn run_passes(
 ) -> Result<(), JobEnd> {
     let video_count = plan.videos.iter().flatten().count();
     let capacity = settings.max_parallel_encodes as usize;
-    let merge =
-        video_count > 1 && video_count <= capacity && pool.available_permits() >= video_count;
+    let merge = match settings.decode_plan {
+        DecodePlan::Single => true,
+        DecodePlan::PerTier => false,
+        DecodePlan::Auto => video_count <= capacity && pool.available_permits() >= video_count,
+    };
     let manifest = request.video_dir().join("manifest");
     let mut variants: Vec<Option<VideoVariant>> = vec![None; plan.statuses.len()];
     let mut audio_variant: Option<AudioVariant> = None;
@@ -471,7 +474,7 @@ async fn encode_pass(
             seconds: settings.segment_seconds,
         },
         audio_kbps: settings.audio_bitrate_kbps,
-        encoder_threads: 0,
+        encoder_threads: settings.encoder_threads as usize,
         cancel: stop,
     };
     let targets = spec.video.len();
