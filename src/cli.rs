@@ -51,9 +51,8 @@ pub async fn transcode(args: TranscodeArgs) -> ExitCode {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
+        stop_signal().await;
+        on_signal.cancel();
     });
     let (updates, watcher) = watch::channel(JobStatus::queued(&id));
     let reporter = tokio::spawn(report_progress(watcher));
@@ -85,6 +84,16 @@ pub async fn transcode(args: TranscodeArgs) -> ExitCode {
             eprintln!("error: {}", reason.lines().next().unwrap_or(reason));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: the job stops between frames and ends `interrupted`.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

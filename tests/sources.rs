@@ -230,3 +230,91 @@ fn concat_list_naming_local_files_is_refused() {
     let error = run.status()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("not accepted"), "{error}");
 }
+
+#[test]
+fn raw_h264_stream_without_timestamps_is_measured_and_encoded() {
+    let ws = Workspace::new("raw");
+    let src = ws.path().join("camera.h264");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30:duration=3",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        src.to_str().unwrap(),
+    ]);
+    let run = ws.transcode(&src, "out", Some("raw"), &["--ladder", "360:800"]);
+    run.assert_success();
+    let status = run.status();
+    assert_eq!(status["state"], "ready", "{status:#}");
+    let duration = num(&status["source"]["durationSeconds"]).unwrap();
+    assert!((duration - 3.0).abs() < 0.1, "measured duration {duration}");
+    let out = probe(&run.manifest_dir().join("360p/index.m3u8"));
+    let encoded = num(&out["format"]["duration"]).unwrap();
+    assert!((encoded - 3.0).abs() < 0.1, "encoded duration {encoded}");
+}
+
+#[test]
+fn interrupt_mid_encode_ends_interrupted_and_cleans_scratch() {
+    let ws = Workspace::new("interrupt");
+    let src = ws.clip("src.mp4", 1280, 720, 20.0, true);
+    let out = ws.subdir("out");
+    let tmp = ws.subdir("tmp");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_video-transcoder"))
+        .args(["transcode", src.to_str().unwrap(), "--id", "stop", "--out"])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = out.join("videos/stop/status.json");
+    let started = std::time::Instant::now();
+    loop {
+        let percent = fs::read(&status_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|s| num(&s["progress"]["percent"]));
+        if percent.is_some_and(|p| p > 0.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "encoding never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: signalling the child we spawned, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let exit = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!exit.success(), "an interrupted job is not a success");
+    let status: serde_json::Value =
+        serde_json::from_slice(&fs::read(&status_path).unwrap()).unwrap();
+    assert_eq!(status["state"], "interrupted", "{status:#}");
+    assert!(status["timestamps"]["finished"].is_string());
+    assert!(
+        stderr.lines().last().unwrap_or("").starts_with("error: "),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    assert_eq!(
+        fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
+}

@@ -64,20 +64,7 @@ impl PassOutcome {
 /// Runs the pass to the end (or to cancellation). Never panics on bad input: every failure is
 /// reported per target.
 pub fn run(spec: PassSpec) -> PassOutcome {
-    match run_inner(&spec) {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            let text = e.to_string();
-            let cancelled = matches!(e, MediaError::Cancelled);
-            PassOutcome::all_failed(&spec, || {
-                if cancelled {
-                    MediaError::Cancelled
-                } else {
-                    MediaError::Decode(text.clone())
-                }
-            })
-        }
-    }
+    run_inner(&spec).unwrap_or_else(|e| PassOutcome::all_failed(&spec, || e.clone()))
 }
 
 fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
@@ -254,7 +241,6 @@ struct VideoDecode {
     chain: Option<Chain>,
     /// Shape of the frames the chain was built for; a change rebuilds it.
     chain_input: (u32, u32, ff::format::Pixel),
-    last_pts: Option<i64>,
     /// End of the latest decoded frame (its pts plus duration), where the input stops.
     end_pts: i64,
     /// Latest output time in seconds, to detect a source that ends early.
@@ -287,7 +273,6 @@ impl VideoDecode {
             fps: spec.fps,
             chain: None,
             chain_input: (0, 0, ff::format::Pixel::None),
-            last_pts: None,
             end_pts: 0,
             produced_seconds: 0.0,
             info: spec.info.video.clone().expect("video stream probed"),
@@ -311,9 +296,8 @@ impl VideoDecode {
         while self.decoder.receive_frame(&mut decoded).is_ok() {
             let pts = match decoded.timestamp() {
                 Some(t) => t - self.offset,
-                None => self.last_pts.map_or(0, |p| p + 1),
+                None => self.end_pts, // raw streams: right after the previous frame
             };
-            self.last_pts = Some(pts);
             let duration = match decoded.packet().duration {
                 d if d > 0 => d,
                 _ => (f64::from(self.fps.invert()) / f64::from(self.time_base)).round() as i64,

@@ -163,7 +163,26 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     if video.is_none() && audio.is_empty() {
         return Err(MediaError::NoMedia);
     }
-    let duration_seconds = duration_of(&input);
+    let wanted: Vec<usize> = video
+        .iter()
+        .map(|v| v.stream_index)
+        .chain(audio.iter().map(|a| a.stream_index))
+        .collect();
+    // SAFETY: reading a plain field of the open format context.
+    let guessed = unsafe { (*input.as_ptr()).duration_estimation_method }
+        == ff::ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE;
+    let mut duration_seconds = duration_of(&input);
+    let scanned = guessed || duration_seconds.is_nan() || duration_seconds <= 0.0;
+    if scanned {
+        // Raw streams and some live recordings carry no duration, or only a guess from the bit
+        // rate: read every packet once (no decoding) to measure it.
+        let ends = scan_ends(&mut input, &wanted);
+        duration_seconds = ends.iter().map(|(_, end)| *end).fold(0.0, f64::max);
+        if let Some(v) = video.as_mut() {
+            let end = ends.iter().find(|(s, _)| *s == v.stream_index);
+            v.duration_seconds = end.map_or(0.0, |(_, e)| *e);
+        }
+    }
     if duration_seconds.is_nan() || duration_seconds <= 0.0 {
         return Err(MediaError::UnknownDuration);
     }
@@ -176,12 +195,9 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     if let Some(v) = video.as_mut().filter(|v| v.duration_seconds <= 0.0) {
         v.duration_seconds = duration_seconds;
     }
-    let wanted: Vec<usize> = video
-        .iter()
-        .map(|v| v.stream_index)
-        .chain(audio.iter().map(|a| a.stream_index))
-        .collect();
-    check_tail(&mut input, duration_seconds, &wanted)?;
+    if !scanned {
+        check_tail(&mut input, duration_seconds, &wanted)?;
+    }
     Ok(SourceInfo {
         container: input.format().name().to_string(),
         duration_seconds,
@@ -189,6 +205,33 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
         video,
         audio,
     })
+}
+
+/// End time in seconds (from the file's start) of each wanted stream, by reading every packet.
+fn scan_ends(input: &mut format::context::Input, wanted: &[usize]) -> Vec<(usize, f64)> {
+    // SAFETY: reading a plain field of the open format context.
+    let start = match unsafe { (*input.as_ptr()).start_time } {
+        ff::ffi::AV_NOPTS_VALUE => 0.0,
+        t => t as f64 / f64::from(ff::ffi::AV_TIME_BASE),
+    };
+    let bases: Vec<Rational> = input.streams().map(|s| s.time_base()).collect();
+    // Per wanted stream: latest end seen, and the running sum of durations for packets that
+    // carry no timestamp at all (raw elementary streams).
+    let mut ends: Vec<(usize, f64, i64)> = wanted.iter().map(|&s| (s, 0.0, 0)).collect();
+    let mut packet = ff::Packet::empty();
+    while packet.read(input).is_ok() {
+        let Some(slot) = ends.iter_mut().find(|(s, ..)| *s == packet.stream()) else {
+            continue;
+        };
+        let tb = f64::from(bases[packet.stream()]);
+        slot.2 += packet.duration().max(0);
+        let end = match packet.pts().or(packet.dts()) {
+            Some(ts) => (ts + packet.duration().max(0)) as f64 * tb - start,
+            None => slot.2 as f64 * tb,
+        };
+        slot.1 = slot.1.max(end);
+    }
+    ends.into_iter().map(|(s, end, _)| (s, end)).collect()
 }
 
 fn duration_of(input: &format::context::Input) -> f64 {
