@@ -1,8 +1,10 @@
 //! Job lifecycle: plan renditions, schedule decode passes on the shared encode pool, publish
 //! HLS as tiers finish, and keep status.json honest throughout.
 
+pub mod plan;
 pub mod run;
 pub mod status;
+pub mod tracker;
 
 pub use run::{JobRequest, run};
 pub use status::{JobState, JobStatus};

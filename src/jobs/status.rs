@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::media::ladder::Tier;
 use crate::media::source::SourceInfo;
 
+/// Encoding cost of one AAC frame in "pixels", for the ETA: about a hundredth of a 144p frame.
+const AUDIO_FRAME_WEIGHT: f64 = 400.0;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -121,41 +124,48 @@ impl JobStatus {
         }
     }
 
-    /// Recomputes `progress` from the renditions' frame counts.
+    /// Recomputes `progress`: `percent` counts frames done across renditions; the ETA weighs
+    /// each rendition's frames by its pixel count, since a 1080p frame costs far more to encode
+    /// than a 144p one and the tiers run smallest first.
     pub fn refresh_progress(&mut self, now: DateTime<Utc>) {
-        let total = self.renditions.len();
         let finished =
             |r: &RenditionStatus| matches!(r.state, RenditionState::Ready | RenditionState::Failed);
-        let completed = self.renditions.iter().filter(|r| finished(r)).count();
-        let (done, expected) = self.renditions.iter().fold((0u64, 0u64), |(d, e), r| {
-            let expected = r.frames_expected.max(1);
-            let done = if finished(r) {
-                expected
-            } else {
-                r.frames_done.min(expected)
-            };
-            (d + done, e + expected)
-        });
-        let fraction = if self.state.is_final() {
-            1.0
-        } else if expected == 0 {
-            0.0
-        } else {
-            // Never claim 100 % before the job really ends.
-            (done as f64 / expected as f64).min(0.999)
-        };
-        let eta_seconds = match self.timestamps.started {
-            Some(started) if fraction > 0.0 && !self.state.is_final() => {
-                let elapsed = (now - started).num_milliseconds() as f64 / 1000.0;
-                Some((elapsed * (1.0 - fraction) / fraction * 10.0).round() / 10.0)
+        let fraction = |weight: &dyn Fn(&RenditionStatus) -> f64| {
+            let (mut done, mut expected) = (0.0, 0.0);
+            for r in &self.renditions {
+                let frames = r.frames_expected.max(1);
+                let frames_done = if finished(r) {
+                    frames
+                } else {
+                    r.frames_done.min(frames)
+                };
+                done += frames_done as f64 * weight(r);
+                expected += frames as f64 * weight(r);
             }
+            match self.state.is_final() {
+                true => 1.0,
+                false if expected == 0.0 => 0.0,
+                // Never claim 100 % before the job really ends.
+                false => (done / expected).min(0.999),
+            }
+        };
+        let frames = fraction(&|_| 1.0);
+        let work = fraction(&|r| match (r.width, r.height) {
+            (Some(w), Some(h)) => f64::from(w) * f64::from(h),
+            _ => AUDIO_FRAME_WEIGHT,
+        });
+        let eta_seconds = match self.timestamps.started {
             _ if self.state.is_final() => Some(0.0),
+            Some(started) if work > 0.0 => {
+                let elapsed = (now - started).num_milliseconds() as f64 / 1000.0;
+                Some((elapsed * (1.0 - work) / work * 10.0).round() / 10.0)
+            }
             _ => None,
         };
         self.progress = Progress {
-            completed,
-            total,
-            percent: (fraction * 1000.0).round() / 10.0,
+            completed: self.renditions.iter().filter(|r| finished(r)).count(),
+            total: self.renditions.len(),
+            percent: (frames * 1000.0).round() / 10.0,
             eta_seconds,
         };
     }
@@ -214,6 +224,11 @@ mod tests {
         assert_eq!((s.progress.completed, s.progress.total), (2, 4));
         assert_eq!(s.progress.percent, 62.5);
         assert_eq!(s.progress.eta_seconds, Some(15.0));
+        // A big pending rendition weighs more in the ETA than in the frame percentage.
+        (s.renditions[2].width, s.renditions[2].height) = (Some(1920), Some(1080));
+        s.refresh_progress(start + chrono::Duration::seconds(25));
+        assert_eq!(s.progress.percent, 62.5);
+        assert!(s.progress.eta_seconds.unwrap() > 1000.0);
         s.state = JobState::Partial;
         s.refresh_progress(start);
         assert_eq!(s.progress.percent, 100.0);

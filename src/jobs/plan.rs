@@ -1,0 +1,191 @@
+//! Which renditions a job makes and how they are grouped into decode passes.
+
+use ffmpeg_next::Rational;
+
+use super::status::{RenditionKind, RenditionState, RenditionStatus};
+use crate::config::TranscodeSettings;
+use crate::media::filters::output_frame_rate;
+use crate::media::ladder::{self, Tier, VideoRendition};
+use crate::media::mux::PLAYLIST;
+use crate::media::source::SourceInfo;
+
+/// Audio samples per AAC frame, for progress accounting.
+const AAC_FRAME: f64 = 1024.0;
+
+pub struct Plan {
+    /// Every rendition, smallest video first, audio last.
+    pub statuses: Vec<RenditionStatus>,
+    /// The video rendition behind each status; `None` for the audio rendition.
+    pub videos: Vec<Option<VideoRendition>>,
+    /// Constant output frame rate of every video rendition.
+    pub fps: Rational,
+}
+
+impl Plan {
+    pub fn new(info: &SourceInfo, settings: &TranscodeSettings) -> Self {
+        let mut statuses = Vec::new();
+        let mut videos = Vec::new();
+        let fps = info.video.as_ref().map_or(Rational::new(30, 1), |v| {
+            output_frame_rate(v, settings.max_fps)
+        });
+        if let Some(v) = &info.video {
+            let mut picked = ladder::select(&settings.ladder, v.display_width, v.display_height);
+            picked.reverse(); // smallest first: the order they become playable in
+            for r in picked {
+                let frames = (v.duration_seconds * f64::from(fps)).ceil() as u64;
+                statuses.push(pending(
+                    &r.name,
+                    RenditionKind::Video,
+                    r.tier,
+                    r.kbps,
+                    frames,
+                ));
+                let last = statuses.last_mut().expect("just pushed");
+                (last.width, last.height) = (Some(r.width), Some(r.height));
+                videos.push(Some(r));
+            }
+        }
+        if !info.audio.is_empty() {
+            let frames = (info.duration_seconds * 48_000.0 / AAC_FRAME).ceil() as u64;
+            let kbps = settings.audio_bitrate_kbps;
+            statuses.push(pending(
+                "audio",
+                RenditionKind::Audio,
+                Tier::Critical,
+                kbps,
+                frames,
+            ));
+            videos.push(None);
+        }
+        Self {
+            statuses,
+            videos,
+            fps,
+        }
+    }
+
+    pub fn video_count(&self) -> usize {
+        self.videos.iter().flatten().count()
+    }
+
+    /// Decode passes in order, as indices into `statuses`: one per tier (lowest first), the
+    /// audio riding with the first. With `merge`, a single pass for everything.
+    pub fn passes(&self, merge: bool) -> Vec<Vec<usize>> {
+        let mut passes: Vec<(Tier, Vec<usize>)> = Vec::new();
+        for (i, s) in self.statuses.iter().enumerate() {
+            if s.kind == RenditionKind::Audio {
+                continue;
+            }
+            let tier = if merge { Tier::Critical } else { s.tier };
+            match passes.iter_mut().find(|(t, _)| *t == tier) {
+                Some((_, members)) => members.push(i),
+                None => passes.push((tier, vec![i])),
+            }
+        }
+        passes.sort_by_key(|(t, _)| *t);
+        let mut passes: Vec<Vec<usize>> = passes.into_iter().map(|(_, m)| m).collect();
+        if let Some(audio) = self
+            .statuses
+            .iter()
+            .position(|s| s.kind == RenditionKind::Audio)
+        {
+            match passes.first_mut() {
+                Some(first) => first.push(audio),
+                None => passes.push(vec![audio]),
+            }
+        }
+        passes
+    }
+}
+
+fn pending(name: &str, kind: RenditionKind, tier: Tier, kbps: u32, frames: u64) -> RenditionStatus {
+    RenditionStatus {
+        name: name.into(),
+        kind,
+        tier,
+        width: None,
+        height: None,
+        target_bitrate_kbps: kbps,
+        state: RenditionState::Pending,
+        playlist: format!("{name}/{PLAYLIST}"),
+        size_bytes: None,
+        bitrate_kbps: None,
+        peak_bitrate_kbps: None,
+        frames_done: 0,
+        frames_expected: frames,
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::source::{AudioInfo, Transfer, VideoInfo};
+
+    fn source(width: u32, height: u32, audio: bool) -> SourceInfo {
+        SourceInfo {
+            container: "mov".into(),
+            duration_seconds: 10.0,
+            size_bytes: 1,
+            video: Some(VideoInfo {
+                stream_index: 0,
+                codec: "h264".into(),
+                duration_seconds: 10.0,
+                coded_width: width,
+                coded_height: height,
+                display_width: width,
+                display_height: height,
+                rotation: 0,
+                sample_aspect_ratio: "1:1".into(),
+                avg_frame_rate: 25.0,
+                real_frame_rate: 25.0,
+                pixel_format: "yuv420p".into(),
+                bit_depth: 8,
+                transfer: Transfer::Sdr,
+                interlaced: false,
+            }),
+            audio: audio
+                .then(|| AudioInfo {
+                    stream_index: 1,
+                    codec: "aac".into(),
+                    channels: 2,
+                    sample_rate: 48000,
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn names(plan: &Plan, pass: &[usize]) -> Vec<String> {
+        pass.iter()
+            .map(|&i| plan.statuses[i].name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_per_tier_lowest_first_with_audio_in_the_first() {
+        let plan = Plan::new(&source(3840, 2160, true), &TranscodeSettings::default());
+        let passes = plan.passes(false);
+        assert_eq!(passes.len(), 3);
+        assert_eq!(
+            names(&plan, &passes[0]),
+            ["144p", "240p", "360p", "480p", "audio"]
+        );
+        assert_eq!(names(&plan, &passes[1]), ["720p", "1080p"]);
+        assert_eq!(names(&plan, &passes[2]), ["1440p", "2160p"]);
+        assert_eq!(plan.statuses[0].frames_expected, 250);
+        assert_eq!(plan.statuses.last().unwrap().frames_expected, 469);
+    }
+
+    #[test]
+    fn merged_plan_decodes_once_and_audio_only_is_one_pass() {
+        let plan = Plan::new(&source(1280, 720, true), &TranscodeSettings::default());
+        assert_eq!(plan.passes(true).len(), 1);
+        assert_eq!(plan.passes(true)[0].len(), 6);
+        let mut audio_only = source(2, 2, true);
+        audio_only.video = None;
+        let plan = Plan::new(&audio_only, &TranscodeSettings::default());
+        assert_eq!(plan.passes(false), [vec![0]]);
+        assert_eq!(plan.video_count(), 0);
+    }
+}
