@@ -11,6 +11,13 @@ use std::time::Duration;
 
 use common::*;
 
+/// Runs the ffmpeg CLI with `args` (split on whitespace) writing `out`.
+fn make(out: &std::path::Path, args: &str) {
+    let mut all: Vec<&str> = args.split_whitespace().collect();
+    all.push(out.to_str().unwrap());
+    ffmpeg(&all);
+}
+
 /// The first video stream's entry of ffprobe's view of a variant playlist.
 fn variant_stream(run: &Run, name: &str) -> serde_json::Value {
     let probe = probe(&run.manifest_dir().join(name).join("index.m3u8"));
@@ -21,27 +28,12 @@ fn variant_stream(run: &Run, name: &str) -> serde_json::Value {
 fn hdr10_source_comes_out_as_8_bit_sdr() {
     let ws = Workspace::new("hdr");
     let src = ws.path().join("hdr.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30:duration=3",
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "log-level=error",
-        "-pix_fmt",
-        "yuv420p10le",
-        "-color_primaries",
-        "bt2020",
-        "-color_trc",
-        "smpte2084",
-        "-colorspace",
-        "bt2020nc",
-        src.to_str().unwrap(),
-    ]);
+    make(
+        &src,
+        "-f lavfi -i testsrc2=size=640x360:rate=30:duration=3 -c:v libx265 \
+         -preset ultrafast -x265-params log-level=error -pix_fmt yuv420p10le \
+         -color_primaries bt2020 -color_trc smpte2084 -colorspace bt2020nc",
+    );
     let source = Source::probe(&src);
     let run = ws.transcode(&src, "out", Some("hdr"), &[]);
     let hls = check_ready(&ws, &run, &source, SegmentType::Fmp4);
@@ -61,25 +53,12 @@ fn hdr10_source_comes_out_as_8_bit_sdr() {
 fn interlaced_source_is_deinterlaced() {
     let ws = Workspace::new("interlaced");
     let src = ws.path().join("interlaced.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=720x576:rate=50:duration=3",
-        "-vf",
-        "tinterlace=mode=interleave_top,fieldorder=tff",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-flags",
-        "+ildct+ilme",
-        "-x264opts",
-        "tff=1",
-        "-pix_fmt",
-        "yuv420p",
-        src.to_str().unwrap(),
-    ]);
+    make(
+        &src,
+        "-f lavfi -i testsrc2=size=720x576:rate=50:duration=3 -vf \
+         tinterlace=mode=interleave_top,fieldorder=tff -c:v libx264 -preset \
+         veryfast -flags +ildct+ilme -x264opts tff=1 -pix_fmt yuv420p",
+    );
     let source = Source::probe(&src);
     let run = ws.transcode(&src, "out", Some("interlaced"), &[]);
     let hls = check_ready(&ws, &run, &source, SegmentType::Fmp4);
@@ -97,23 +76,12 @@ fn variable_frame_rate_becomes_constant() {
     let ws = Workspace::new("vfr");
     let src = ws.path().join("vfr.mp4");
     // 2 s at 30 fps, then 2 s at 15 fps: an average of 22.5 that is no real rate.
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30:duration=4",
-        "-vf",
-        "setpts='if(lt(N,60),N/30,2+(N-60)/15)/TB'",
-        "-fps_mode",
-        "vfr",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-pix_fmt",
-        "yuv420p",
-        src.to_str().unwrap(),
-    ]);
+    make(
+        &src,
+        "-f lavfi -i testsrc2=size=640x360:rate=30:duration=4 -vf \
+         setpts='if(lt(N,60),N/30,2+(N-60)/15)/TB' -fps_mode vfr -c:v libx264 \
+         -preset veryfast -pix_fmt yuv420p",
+    );
     let source = Source::probe(&src);
     let run = ws.transcode(&src, "out", Some("vfr"), &[]);
     let hls = check_ready(&ws, &run, &source, SegmentType::Fmp4);
@@ -153,17 +121,11 @@ impl Bait {
     fn new(ws: &Workspace) -> Self {
         let canary = ws.path().join("canary.ts");
         // Real media, so a demuxer that followed the reference would succeed.
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x180:rate=30:duration=2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            canary.to_str().unwrap(),
-        ]);
+        make(
+            &canary,
+            "-f lavfi -i testsrc2=size=320x180:rate=30:duration=2 -c:v libx264 \
+             -preset ultrafast",
+        );
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         Self { canary, listener }
@@ -235,19 +197,11 @@ fn concat_list_naming_local_files_is_refused() {
 fn raw_h264_stream_without_timestamps_is_measured_and_encoded() {
     let ws = Workspace::new("raw");
     let src = ws.path().join("camera.h264");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30:duration=3",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-pix_fmt",
-        "yuv420p",
-        src.to_str().unwrap(),
-    ]);
+    make(
+        &src,
+        "-f lavfi -i testsrc2=size=640x360:rate=30:duration=3 -c:v libx264 \
+         -preset veryfast -pix_fmt yuv420p",
+    );
     let run = ws.transcode(&src, "out", Some("raw"), &["--ladder", "360:800"]);
     run.assert_success();
     let status = run.status();

@@ -299,17 +299,26 @@ fn check_tail(
     Ok(())
 }
 
+/// An unopened decoder context for `stream`, refused when libav has no decoder for its codec.
+fn decoder_for(
+    stream: &format::stream::Stream,
+    kind: &'static str,
+) -> Result<ff::decoder::Decoder, MediaError> {
+    let id = stream.parameters().id();
+    if ff::decoder::find(id).is_none() {
+        let codec = id.name().into();
+        return Err(MediaError::NoDecoder { kind, codec });
+    }
+    codec::context::Context::from_parameters(stream.parameters())
+        .map(|c| c.decoder())
+        .map_err(|e| MediaError::Unreadable(e.to_string()))
+}
+
 fn video_info(stream: &format::stream::Stream) -> Result<VideoInfo, MediaError> {
     let params = stream.parameters();
     let id = params.id();
-    if ff::decoder::find(id).is_none() {
-        return Err(MediaError::NoDecoder {
-            kind: "video",
-            codec: id.name().into(),
-        });
-    }
-    let ctx = codec::context::Context::from_parameters(params.clone())
-        .and_then(|c| c.decoder().video())
+    let ctx = decoder_for(stream, "video")?
+        .video()
         .map_err(|e| MediaError::Unreadable(e.to_string()))?;
     let (width, height) = (ctx.width(), ctx.height());
     if width == 0 || height == 0 {
@@ -366,16 +375,9 @@ fn video_info(stream: &format::stream::Stream) -> Result<VideoInfo, MediaError> 
 }
 
 fn audio_info(stream: &format::stream::Stream) -> Result<AudioInfo, MediaError> {
-    let params = stream.parameters();
-    let id = params.id();
-    if ff::decoder::find(id).is_none() {
-        return Err(MediaError::NoDecoder {
-            kind: "audio",
-            codec: id.name().into(),
-        });
-    }
-    let ctx = codec::context::Context::from_parameters(params)
-        .and_then(|c| c.decoder().audio())
+    let id = stream.parameters().id();
+    let ctx = decoder_for(stream, "audio")?
+        .audio()
         .map_err(|e| MediaError::Unreadable(e.to_string()))?;
     Ok(AudioInfo {
         stream_index: stream.index(),
