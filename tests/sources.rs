@@ -272,3 +272,51 @@ fn interrupt_mid_encode_ends_interrupted_and_cleans_scratch() {
         "scratch left behind"
     );
 }
+
+#[test]
+fn undecodable_audio_leaves_a_partial_video_only_package() {
+    let ws = Workspace::new("bad-audio");
+    let src = ws.clip_with(
+        "src.mp4",
+        "testsrc2=size=320x180:rate=30:duration=3",
+        Some(3.0),
+        &["-pix_fmt", "yuv420p"],
+    );
+    // Overwrite every audio packet's bytes in place: the container stays valid, the AAC does not.
+    let (packets, _) = ffprobe(
+        &["-select_streams", "a", "-show_entries", "packet=pos,size"],
+        &src,
+    );
+    let mut bytes = fs::read(&src).unwrap();
+    let packets = packets["packets"].as_array().unwrap();
+    assert!(!packets.is_empty());
+    for p in packets {
+        let pos: usize = p["pos"].as_str().unwrap().parse().unwrap();
+        let size: usize = p["size"].as_str().unwrap().parse().unwrap();
+        bytes[pos..pos + size].fill(0xff);
+    }
+    fs::write(&src, bytes).unwrap();
+
+    let run = ws.transcode(&src, "out", Some("bad-audio"), &[]);
+    run.assert_success();
+    let status = run.status();
+    assert_eq!(status["state"], "partial", "{status:#}");
+    assert_eq!(status["playable"], true);
+    let audio = status["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "audio")
+        .unwrap();
+    assert_eq!(audio["state"], "failed");
+    assert!(audio["error"].as_str().is_some_and(|e| e.contains("audio")));
+    let master = run.master();
+    assert!(master.media.is_empty(), "no audio group without audio");
+    assert!(master.variants.iter().all(|v| v.get("AUDIO").is_none()));
+    assert!(!run.manifest_dir().join("audio").exists());
+    let stderr_lines = run.stderr.lines().count();
+    assert!(
+        stderr_lines < 40,
+        "one log line per damaged packet: {stderr_lines} lines"
+    );
+}

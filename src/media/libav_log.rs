@@ -1,6 +1,7 @@
 //! Routes libav's own log lines into `tracing` instead of raw stderr.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::Mutex;
 
 use ffmpeg_next::ffi;
 
@@ -38,9 +39,29 @@ unsafe extern "C" fn callback(
         CStr::from_ptr(line.as_ptr()).to_string_lossy()
     };
     let text = text.trim_end();
-    if text.is_empty() {
+    if text.is_empty() || repeated(text) {
         return;
     }
+    emit(level, text);
+}
+
+/// True when `text` repeats the previous line: a damaged stream makes libav say the same
+/// thing for every packet. The count is logged once the message changes.
+fn repeated(text: &str) -> bool {
+    static LAST: Mutex<(String, u64)> = Mutex::new((String::new(), 0));
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.0 == text {
+        last.1 += 1;
+        return true;
+    }
+    if last.1 > 0 {
+        tracing::warn!(target: "libav", "last message repeated {} more times", last.1);
+    }
+    *last = (text.to_owned(), 0);
+    false
+}
+
+fn emit(level: c_int, text: &str) {
     match level {
         l if l <= ffi::AV_LOG_ERROR => tracing::error!(target: "libav", "{text}"),
         l if l <= ffi::AV_LOG_WARNING => tracing::warn!(target: "libav", "{text}"),

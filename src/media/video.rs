@@ -83,7 +83,9 @@ impl RenditionEncoder {
         open.encoder.send_eof().map_err(encode_error)?;
         drain(&mut open, self.settings.fps)?;
         open.output.finish()?;
-        Ok(self.codecs.take().unwrap_or_else(|| "avc1.640028".into()))
+        self.codecs
+            .take()
+            .ok_or_else(|| MediaError::Encode("libx264 gave no SPS to name the codec by".into()))
     }
 
     fn start(&mut self, first: &frame::Video) -> Result<Open, MediaError> {
