@@ -153,7 +153,8 @@ fn video_spec(info: &VideoInfo, fps: Rational) -> String {
 /// shooting at (30). Otherwise the average rate. Then divided by whole numbers until within
 /// `max_fps` (59.94 → 29.97 keeps the cadence) and snapped to a broadcast rate when close.
 pub fn output_frame_rate(info: &VideoInfo, max_fps: u32) -> Rational {
-    let valid = |r: &f64| (1.0..=1000.0).contains(r);
+    // Slideshows run below 1 fps; they come out at 1 fps (the lowest whole rate).
+    let valid = |r: &f64| (0.05..=1000.0).contains(r);
     let source = Some(info.real_frame_rate)
         .filter(|r| valid(r) && snap(*r).is_some())
         .or(Some(info.avg_frame_rate).filter(valid))
@@ -221,6 +222,7 @@ mod tests {
         assert_eq!(rate(119.88), Rational::new(60000, 1001));
         assert_eq!(rate(29.1), Rational::new(29, 1), "odd VFR averages round");
         assert_eq!(rate(0.0), Rational::new(30, 1), "unknown falls back to 30");
+        assert_eq!(rate(0.5), Rational::new(1, 1), "a slideshow is not sped up to 30");
         let capped = output_frame_rate(&info(59.94, 0, false, Transfer::Sdr), 30);
         assert_eq!(capped, Rational::new(30000, 1001));
         // A phone's variable rate: the average dips, the base rate is what it shot at.
