@@ -222,7 +222,11 @@ mod tests {
         assert_eq!(rate(119.88), Rational::new(60000, 1001));
         assert_eq!(rate(29.1), Rational::new(29, 1), "odd VFR averages round");
         assert_eq!(rate(0.0), Rational::new(30, 1), "unknown falls back to 30");
-        assert_eq!(rate(0.5), Rational::new(1, 1), "a slideshow is not sped up to 30");
+        assert_eq!(
+            rate(0.5),
+            Rational::new(1, 1),
+            "a slideshow is not sped up to 30"
+        );
         let capped = output_frame_rate(&info(59.94, 0, false, Transfer::Sdr), 30);
         assert_eq!(capped, Rational::new(30000, 1001));
         // A phone's variable rate: the average dips, the base rate is what it shot at.
