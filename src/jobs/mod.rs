@@ -2,6 +2,7 @@
 //! HLS as tiers finish, and keep status.json honest throughout.
 
 pub mod plan;
+pub mod publish;
 pub mod run;
 pub mod status;
 pub mod tracker;

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::plan::Plan;
+use super::publish::{self, Finished};
 use super::status::{self, JobState, JobStatus, RenditionKind, RenditionState};
 use super::tracker::Tracker;
 use crate::config::{DecodePlan, TranscodeSettings};
-use crate::media::master::{self, AudioVariant, VideoVariant};
+use crate::media::master::{AudioVariant, VideoVariant};
 use crate::media::mux::Segmenting;
 use crate::media::pass::{self, AudioTarget, PassSpec, VideoTarget};
-use crate::media::playlist::{MediaPlaylist, Rates};
 use crate::media::source::{self, Limits, SourceInfo};
 use crate::media::{self, MediaError};
 
@@ -39,7 +39,7 @@ impl JobRequest {
         self.output_root.join("videos").join(&self.video_id)
     }
 
-    fn manifest_dir(&self) -> PathBuf {
+    pub(super) fn manifest_dir(&self) -> PathBuf {
         self.video_dir().join("manifest")
     }
 }
@@ -124,13 +124,6 @@ struct Job<'a> {
     pool: &'a Arc<Semaphore>,
     cancel: &'a CancellationToken,
     tracker: &'a Arc<Tracker>,
-}
-
-/// Renditions finished so far, as the master playlist lists them.
-#[derive(Default)]
-struct Finished {
-    videos: Vec<VideoVariant>,
-    audio: Option<AudioVariant>,
 }
 
 impl Job<'_> {
@@ -298,8 +291,12 @@ impl Job<'_> {
     ) -> bool {
         let status = &plan.statuses[i];
         let target = self.request.manifest_dir().join(&status.name);
-        let published =
-            result.and_then(|codecs| Ok((codecs, publish(&scratch.join(&status.name), &target)?)));
+        let published = result.and_then(|codecs| {
+            Ok((
+                codecs,
+                publish::rendition(&scratch.join(&status.name), &target)?,
+            ))
+        });
         match published {
             Ok((codecs, rates)) => {
                 let uri = status.playlist.clone();
@@ -335,19 +332,13 @@ impl Job<'_> {
         }
     }
 
-    /// (Re)writes master.m3u8 with every finished rendition, once there is something to play.
+    /// (Re)writes master.m3u8 once something plays; the first time makes the job playable.
     fn publish_master(&self, finished: &Finished, videos: usize) -> Result<(), JobEnd> {
-        let playable = match videos {
-            0 => finished.audio.is_some(),
-            _ => !finished.videos.is_empty(),
-        };
-        if !playable {
-            return Ok(());
-        }
-        let text = master::render(&finished.videos, finished.audio.as_ref());
-        let relative = format!("videos/{}/manifest/master.m3u8", self.request.video_id);
-        status::write_atomic(&self.request.output_root.join(&relative), text.as_bytes())
+        let written = publish::master(self.request, finished, videos)
             .map_err(|e| JobEnd::failed(format!("writing the master playlist: {e}")))?;
+        let Some(relative) = written else {
+            return Ok(());
+        };
         self.tracker.update(|s| {
             if !s.playable {
                 s.playable = true;
@@ -397,23 +388,6 @@ impl Job<'_> {
         });
         Ok(())
     }
-}
-
-/// Moves a finished rendition from scratch into the output store; returns its measured rates.
-fn publish(from: &Path, to: &Path) -> Result<Rates, MediaError> {
-    let rates = MediaPlaylist::read(from)?.rates();
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    if std::fs::rename(from, to).is_err() {
-        // Scratch on another file system: copy; the scratch cleanup removes the originals.
-        std::fs::create_dir_all(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    Ok(rates)
 }
 
 /// Runs blocking media work on the blocking pool, inside the caller's span; a panic becomes an

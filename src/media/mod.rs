@@ -4,6 +4,7 @@
 //! in `spawn_blocking` and watch the progress counters it bumps.
 
 pub mod filters;
+pub mod input;
 pub mod ladder;
 pub mod libav_log;
 pub mod master;

@@ -10,9 +10,10 @@ use ffmpeg_next::{self as ff, Packet, Rational, codec, frame, picture};
 use super::MediaError;
 use super::audio::AudioEncoder;
 use super::filters::Chain;
+use super::input;
 use super::ladder::VideoRendition;
 use super::mux::Segmenting;
-use super::source::{self, SourceInfo};
+use super::source::SourceInfo;
 use super::video::{RenditionEncoder, VideoSettings};
 
 /// Decoded frames queued per rendition: enough to smooth jitter, small enough for 4K memory.
@@ -68,7 +69,7 @@ pub fn run(spec: PassSpec) -> PassOutcome {
 }
 
 fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
-    let mut input = source::open(&spec.source)?;
+    let mut input = input::open(&spec.source)?;
     // SAFETY: reading a plain field of the open format context.
     let start = unsafe { (*input.as_ptr()).start_time };
     let offset_us = if start == ff::ffi::AV_NOPTS_VALUE {
