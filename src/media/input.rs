@@ -64,3 +64,13 @@ fn guess_format(path: &Path) -> Option<String> {
         })
     }
 }
+
+/// The container's start time in microseconds (`AV_TIME_BASE`), 0 when it has none: the zero
+/// every stream's timestamps are measured from.
+pub fn start_micros(input: &format::context::Input) -> i64 {
+    // SAFETY: reading a plain field of the open format context.
+    match unsafe { (*input.as_ptr()).start_time } {
+        ff::ffi::AV_NOPTS_VALUE => 0,
+        t => t,
+    }
+}

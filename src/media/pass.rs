@@ -70,13 +70,7 @@ pub fn run(spec: PassSpec) -> PassOutcome {
 
 fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
     let mut input = input::open(&spec.source)?;
-    // SAFETY: reading a plain field of the open format context.
-    let start = unsafe { (*input.as_ptr()).start_time };
-    let offset_us = if start == ff::ffi::AV_NOPTS_VALUE {
-        0
-    } else {
-        start
-    };
+    let offset_us = input::start_micros(&input);
     let to_stream = |tb: Rational| ff::Rescale::rescale(&offset_us, ff::rescale::TIME_BASE, tb);
 
     let video_stream = spec
@@ -162,7 +156,7 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
             audio_stream,
         );
         senders.clear(); // closes every queue: encoders flush and finish
-        let short = video.as_ref().and_then(|v| v.ended_early(&spec.info));
+        let short = video.as_ref().and_then(|v| v.ended_early());
         let read = match (read, &short) {
             (Ok(()), Some(reason)) => Err(MediaError::Truncated(reason.clone())),
             (read, _) => read,
@@ -360,11 +354,9 @@ impl VideoDecode {
     }
 
     /// Some reason when far less video came out than the probe promised (a damaged file).
-    fn ended_early(&self, info: &SourceInfo) -> Option<String> {
-        let expected = info
-            .video
-            .as_ref()
-            .map_or(info.duration_seconds, |v| v.duration_seconds);
+    fn ended_early(&self) -> Option<String> {
+        // The probe always fills the video's own duration (the container's when it has none).
+        let expected = self.info.duration_seconds;
         let tolerance = (expected * 0.05).max(1.0);
         (self.produced_seconds + tolerance < expected).then(|| {
             format!(

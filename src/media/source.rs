@@ -138,7 +138,7 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
         v.duration_seconds = duration_seconds;
     }
     if !scanned {
-        check_tail(&mut input, duration_seconds, &wanted)?;
+        check_tail(&mut input, duration_seconds)?;
     }
     Ok(SourceInfo {
         container: input.format().name().to_string(),
@@ -151,11 +151,7 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
 
 /// End time in seconds (from the file's start) of each wanted stream, by reading every packet.
 fn scan_ends(input: &mut format::context::Input, wanted: &[usize]) -> Vec<(usize, f64)> {
-    // SAFETY: reading a plain field of the open format context.
-    let start = match unsafe { (*input.as_ptr()).start_time } {
-        ff::ffi::AV_NOPTS_VALUE => 0.0,
-        t => t as f64 / f64::from(ff::ffi::AV_TIME_BASE),
-    };
+    let start = super::input::start_micros(input) as f64 / f64::from(ff::ffi::AV_TIME_BASE);
     let bases: Vec<Rational> = input.streams().map(|s| s.time_base()).collect();
     // Per wanted stream: latest end seen, and the running sum of durations for packets that
     // carry no timestamp at all (raw elementary streams).
@@ -196,11 +192,7 @@ fn stream_seconds(stream: &format::stream::Stream) -> f64 {
 
 /// Reads the last second of every stream: a file cut short behind a valid index (an upload
 /// that stopped half-way) fails here, at probe time, instead of after minutes of encoding.
-fn check_tail(
-    input: &mut format::context::Input,
-    duration: f64,
-    wanted: &[usize],
-) -> Result<(), MediaError> {
+fn check_tail(input: &mut format::context::Input, duration: f64) -> Result<(), MediaError> {
     let target = ((duration - 1.0).max(0.0) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
     // Any frame, not just keyframes: a clip with one keyframe would otherwise land at 0.
     // SAFETY: a plain seek on the open context we own.
@@ -217,15 +209,11 @@ fn check_tail(
     if sought < 0 {
         return Ok(()); // Not seekable (e.g. raw streams): the encode will find any damage.
     }
-    let mut unseen: Vec<usize> = wanted.to_vec();
     let mut packets = 0;
     for _ in 0..5000 {
         let mut packet = ff::Packet::empty();
         match packet.read(input) {
-            Ok(()) => {
-                packets += 1;
-                unseen.retain(|&s| s != packet.stream());
-            }
+            Ok(()) => packets += 1,
             Err(ff::Error::Eof) => break,
             Err(e) => return Err(MediaError::Truncated(e.to_string())),
         }
@@ -234,9 +222,6 @@ fn check_tail(
         return Err(MediaError::Truncated(
             "no media data where the header says there is".into(),
         ));
-    }
-    if !unseen.is_empty() {
-        tracing::debug!(?unseen, "streams with no packet in the last second");
     }
     Ok(())
 }
