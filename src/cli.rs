@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TranscodeSettings;
-use crate::jobs::{self, JobRequest, JobState, JobStatus};
+use crate::jobs::scheduler::SystemMemory;
+use crate::jobs::{self, Engine, JobRequest, JobState, JobStatus, Source};
+use crate::storage::LocalStore;
 
 #[derive(Debug, Args)]
 pub struct TranscodeArgs {
@@ -42,12 +44,31 @@ pub async fn transcode(args: TranscodeArgs) -> ExitCode {
         eprintln!("error: {} is not a readable file", args.input.display());
         return ExitCode::from(2);
     }
+    let output = match LocalStore::new(&args.out) {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            eprintln!("error: cannot write to {}: {e}", args.out.display());
+            return ExitCode::from(2);
+        }
+    };
+    let master = output
+        .root()
+        .join(format!("videos/{id}/manifest/master.m3u8"));
     let request = JobRequest {
         video_id: id.clone(),
-        source: args.input,
-        output_root: args.out,
+        source: Source::File(args.input),
+        output,
+        metadata: None,
     };
-    let pool = Arc::new(Semaphore::new(args.settings.max_parallel_encodes as usize));
+    let memory = match SystemMemory::new() {
+        Ok(memory) => Arc::new(memory),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One job alone on this machine: the memory guard keeps nothing in reserve.
+    let engine = Engine::new(args.settings, memory, 0);
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -56,8 +77,7 @@ pub async fn transcode(args: TranscodeArgs) -> ExitCode {
     });
     let (updates, watcher) = watch::channel(JobStatus::queued(&id));
     let reporter = tokio::spawn(report_progress(watcher));
-    let master = request.video_dir().join("manifest/master.m3u8");
-    let status = jobs::run(request, Arc::new(args.settings), pool, cancel, updates).await;
+    let status = jobs::run(request, &engine, cancel, updates).await;
     let _ = reporter.await;
 
     if args.json {

@@ -59,6 +59,15 @@ pub struct TranscodeSettings {
     /// Where per-job scratch directories are made (removed when the job ends).
     #[arg(long, env = "SCRATCH_DIR", default_value_os_t = std::env::temp_dir())]
     pub scratch_dir: PathBuf,
+
+    /// Seconds a decode pass (so each rendition in it) may encode beyond the source's own
+    /// duration before it fails as timed out.
+    #[arg(long, env = "RENDITION_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rendition_timeout: u64,
+
+    /// Seconds without a single frame of progress after which a pass fails as stalled.
+    #[arg(long, env = "STALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
 }
 
 /// See [`TranscodeSettings::decode_plan`].
@@ -84,6 +93,8 @@ impl Default for TranscodeSettings {
             max_video_size: 10 * 1024 * 1024 * 1024,
             max_duration: 4 * 3600,
             scratch_dir: std::env::temp_dir(),
+            rendition_timeout: 600,
+            stall_timeout: 60,
         }
     }
 }

@@ -7,4 +7,5 @@ pub mod cli;
 pub mod config;
 pub mod jobs;
 pub mod media;
+pub mod storage;
 pub mod telemetry;

@@ -4,10 +4,12 @@
 pub mod plan;
 pub mod publish;
 pub mod run;
+pub mod scheduler;
 pub mod status;
 pub mod tracker;
+pub mod watchdog;
 
-pub use run::{JobRequest, run};
+pub use run::{Engine, JobRequest, Source, run};
 pub use status::{JobState, JobStatus};
 
 /// A video id safe to use as a path component: 1–64 of `[A-Za-z0-9_-]`.

@@ -2,11 +2,14 @@
 
 use ffmpeg_next::Rational;
 
+use super::publish::Finished;
 use super::status::{RenditionKind, RenditionState, RenditionStatus};
 use crate::config::TranscodeSettings;
 use crate::media::filters::output_frame_rate;
 use crate::media::ladder::{self, Tier, VideoRendition};
+use crate::media::master::{AudioVariant, VideoVariant};
 use crate::media::mux::PLAYLIST;
+use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
 
 /// Audio samples per AAC frame, for progress accounting.
@@ -19,6 +22,8 @@ pub struct Plan {
     pub videos: Vec<Option<VideoRendition>>,
     /// Constant output frame rate of every video rendition.
     pub fps: Rational,
+    /// Renditions kept from an earlier, unfinished run; no pass encodes them again.
+    pub done: Vec<bool>,
 }
 
 impl Plan {
@@ -57,15 +62,78 @@ impl Plan {
             ));
             videos.push(None);
         }
+        let done = vec![false; statuses.len()];
         Self {
             statuses,
             videos,
             fps,
+            done,
         }
+    }
+
+    /// Takes over renditions an earlier run of the same source published (`kept`, all ready),
+    /// when they match what this plan would make; they are listed in `finished` and skipped by
+    /// every pass. Returns how many were kept.
+    pub fn carry_over(&mut self, kept: &[RenditionStatus], finished: &mut Finished) -> usize {
+        let mut count = 0;
+        for (i, status) in self.statuses.iter_mut().enumerate() {
+            let same = |k: &&RenditionStatus| {
+                k.state == RenditionState::Ready
+                    && (&k.name, k.kind, k.width, k.height, k.target_bitrate_kbps)
+                        == (
+                            &status.name,
+                            status.kind,
+                            status.width,
+                            status.height,
+                            status.target_bitrate_kbps,
+                        )
+            };
+            let Some(old) = kept.iter().find(same) else {
+                continue;
+            };
+            let rates = Rates {
+                peak: old.peak_bitrate_kbps.unwrap_or(0) * 1000,
+                average: old.bitrate_kbps.unwrap_or(0) * 1000,
+                bytes: old.size_bytes.unwrap_or(0),
+            };
+            match (&self.videos[i], &old.codecs) {
+                (Some(r), Some(codecs)) => finished.videos.push(VideoVariant {
+                    uri: status.playlist.clone(),
+                    width: r.width,
+                    height: r.height,
+                    frame_rate: f64::from(self.fps),
+                    codecs: codecs.clone(),
+                    rates,
+                }),
+                (None, _) => {
+                    finished.audio = Some(AudioVariant {
+                        uri: status.playlist.clone(),
+                        rates,
+                    })
+                }
+                (Some(_), None) => continue,
+            }
+            *status = RenditionStatus {
+                frames_done: status.frames_expected,
+                ..old.clone()
+            };
+            self.done[i] = true;
+            count += 1;
+        }
+        count
     }
 
     pub fn video_count(&self) -> usize {
         self.videos.iter().flatten().count()
+    }
+
+    /// Video renditions still to encode.
+    pub fn videos_to_encode(&self) -> usize {
+        self.videos
+            .iter()
+            .zip(&self.done)
+            .filter(|(v, done)| v.is_some() && !**done)
+            .count()
     }
 
     /// Decode passes in order, as indices into `statuses`: one per tier (lowest first), the
@@ -73,7 +141,7 @@ impl Plan {
     pub fn passes(&self, merge: bool) -> Vec<Vec<usize>> {
         let mut passes: Vec<(Tier, Vec<usize>)> = Vec::new();
         for (i, s) in self.statuses.iter().enumerate() {
-            if s.kind == RenditionKind::Audio {
+            if s.kind == RenditionKind::Audio || self.done[i] {
                 continue;
             }
             let tier = if merge { Tier::Critical } else { s.tier };
@@ -88,6 +156,7 @@ impl Plan {
             .statuses
             .iter()
             .position(|s| s.kind == RenditionKind::Audio)
+            .filter(|&i| !self.done[i])
         {
             match passes.first_mut() {
                 Some(first) => first.push(audio),
@@ -114,6 +183,7 @@ fn pending(name: &str, kind: RenditionKind, tier: Tier, kbps: u32, frames: u64) 
         frames_done: 0,
         frames_expected: frames,
         error: None,
+        codecs: None,
     }
 }
 
@@ -175,6 +245,28 @@ mod tests {
         assert_eq!(names(&plan, &passes[2]), ["1440p", "2160p"]);
         assert_eq!(plan.statuses[0].frames_expected, 250);
         assert_eq!(plan.statuses.last().unwrap().frames_expected, 469);
+    }
+
+    #[test]
+    fn kept_renditions_are_listed_and_never_encoded_again() {
+        let mut plan = Plan::new(&source(1920, 1080, true), &TranscodeSettings::default());
+        let mut kept: Vec<RenditionStatus> = plan.statuses[..4].to_vec();
+        for k in &mut kept {
+            k.state = RenditionState::Ready;
+            k.codecs = Some("avc1.64001f".into());
+            k.bitrate_kbps = Some(100);
+        }
+        kept.push(plan.statuses.last().unwrap().clone());
+        kept.last_mut().unwrap().state = RenditionState::Ready; // the audio
+        kept[1].height = Some(999); // made with another ladder: not kept
+        let mut finished = Finished::default();
+        assert_eq!(plan.carry_over(&kept, &mut finished), 4);
+        assert_eq!(finished.videos.len(), 3);
+        assert!(finished.audio.is_some());
+        let passes = plan.passes(false);
+        assert_eq!(names(&plan, &passes[0]), ["240p"]);
+        assert_eq!(names(&plan, &passes[1]), ["720p", "1080p"]);
+        assert_eq!(plan.videos_to_encode(), 3);
     }
 
     #[test]

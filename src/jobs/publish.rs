@@ -1,13 +1,18 @@
-//! Putting finished work in the output store: rendition folders out of scratch, and the master
-//! playlist over everything finished so far.
+//! Putting finished work in the output store: a rendition's files out of scratch, the master
+//! playlist over everything finished so far, and status.json as it changes.
 
 use std::path::Path;
 
-use super::run::JobRequest;
-use super::status::write_atomic;
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::status::JobStatus;
 use crate::media::MediaError;
 use crate::media::master::{self, AudioVariant, VideoVariant};
+use crate::media::mux::PLAYLIST;
 use crate::media::playlist::{MediaPlaylist, Rates};
+use crate::storage::Store;
 
 /// Renditions finished so far, as the master playlist lists them.
 #[derive(Default)]
@@ -16,30 +21,44 @@ pub struct Finished {
     pub audio: Option<AudioVariant>,
 }
 
-/// Moves a finished rendition from scratch into the output store; returns its measured rates.
-pub fn rendition(from: &Path, to: &Path) -> Result<Rates, MediaError> {
+/// `videos/<id>/<rest>`: every key of a video's output.
+pub fn key(video_id: &str, rest: &str) -> String {
+    format!("videos/{video_id}/{rest}")
+}
+
+/// Publishes a finished rendition folder under `prefix` (`videos/<id>/manifest/<name>`): media
+/// first, the playlist last, so a reader never sees a playlist naming a missing segment.
+/// Returns the measured rates and the keys written.
+pub async fn rendition(
+    store: &dyn Store,
+    from: &Path,
+    prefix: &str,
+) -> Result<(Rates, Vec<String>), MediaError> {
     let rates = MediaPlaylist::read(from)?.rates();
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
+    let mut names: Vec<String> = std::fs::read_dir(from)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort_by_key(|n| (n == PLAYLIST, n.clone()));
+    let mut keys = Vec::with_capacity(names.len());
+    for name in names {
+        let key = format!("{prefix}/{name}");
+        store
+            .put_file(&key, &from.join(&name))
+            .await
+            .map_err(|e| MediaError::Io(format!("publishing {key}: {e}")))?;
+        keys.push(key);
     }
-    if std::fs::rename(from, to).is_err() {
-        // Scratch on another file system: copy; the scratch cleanup removes the originals.
-        std::fs::create_dir_all(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    Ok(rates)
+    Ok((rates, keys))
 }
 
 /// Writes master.m3u8 once there is something to play (a video rendition, or the audio of an
-/// audio-only source); returns its path inside the output store, or `None` if not yet.
-pub fn master(
-    request: &JobRequest,
+/// audio-only source); returns its key, or `None` if not yet.
+pub async fn master(
+    store: &dyn Store,
+    video_id: &str,
     finished: &Finished,
     videos: usize,
-) -> std::io::Result<Option<String>> {
+) -> Result<Option<String>, crate::storage::StoreError> {
     let playable = match videos {
         0 => finished.audio.is_some(),
         _ => !finished.videos.is_empty(),
@@ -48,7 +67,49 @@ pub fn master(
         return Ok(None);
     }
     let text = master::render(&finished.videos, finished.audio.as_ref());
-    let relative = format!("videos/{}/manifest/master.m3u8", request.video_id);
-    write_atomic(&request.output_root.join(&relative), text.as_bytes())?;
-    Ok(Some(relative))
+    let key = key(video_id, "manifest/master.m3u8");
+    store.put(&key, Bytes::from(text)).await?;
+    Ok(Some(key))
+}
+
+/// Reads a video's status.json from the store, if it has one that parses.
+pub async fn read_status(store: &dyn Store, video_id: &str) -> Option<JobStatus> {
+    let bytes = store
+        .get(&key(video_id, "status.json"))
+        .await
+        .inspect_err(|e| tracing::warn!("reading status.json: {e}"))
+        .ok()??;
+    serde_json::from_slice(&bytes)
+        .inspect_err(|e| tracing::warn!("status.json does not parse: {e}"))
+        .ok()
+}
+
+/// Keeps status.json in the store equal to the latest status: writes on every change (a slow
+/// store skips intermediate states, never the last), and once more when `stop` fires.
+pub async fn status_writer(
+    store: std::sync::Arc<dyn Store>,
+    mut updates: watch::Receiver<JobStatus>,
+    stop: CancellationToken,
+) {
+    loop {
+        let status = updates.borrow_and_update().clone();
+        write_status(store.as_ref(), &status).await;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            changed = updates.changed() => if changed.is_err() { break },
+        }
+    }
+    let last = updates.borrow().clone();
+    write_status(store.as_ref(), &last).await;
+}
+
+pub async fn write_status(store: &dyn Store, status: &JobStatus) {
+    let json = serde_json::to_vec_pretty(status).expect("status serialises");
+    if let Err(e) = store
+        .put(&key(&status.video_id, "status.json"), json.into())
+        .await
+    {
+        tracing::error!("writing status.json: {e}");
+    }
 }

@@ -1,76 +1,126 @@
-//! Running one job: probe, plan renditions, run decode passes tier by tier on the shared pool,
-//! publish each finished rendition and the master playlist, and keep status.json current.
+//! Running one job: fetch and probe the source, plan renditions (keeping any an interrupted run
+//! already published), run decode passes tier by tier on the shared pool, publish each finished
+//! rendition and the master playlist, and keep status.json current.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::plan::Plan;
 use super::publish::{self, Finished};
-use super::status::{self, JobState, JobStatus, RenditionKind, RenditionState};
+use super::scheduler::{self, MemoryProbe, Scheduler};
+use super::status::{self, JobState, JobStatus, RenditionKind, RenditionState, RenditionStatus};
 use super::tracker::Tracker;
+use super::watchdog::{self, Limits, blocking};
 use crate::config::{DecodePlan, TranscodeSettings};
 use crate::media::master::{AudioVariant, VideoVariant};
 use crate::media::mux::Segmenting;
-use crate::media::pass::{self, AudioTarget, PassSpec, VideoTarget};
-use crate::media::source::{self, Limits, SourceInfo};
+use crate::media::pass::{AudioTarget, PassSpec, VideoTarget};
+use crate::media::source::{self, SourceInfo};
 use crate::media::{self, MediaError};
+use crate::storage::{Store, StoreError};
 
 /// How often status.json is rewritten while encoding, at the least.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One video to transcode: a local source file and the output store's root folder.
+/// Where a job's source is.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A local file named on the command line.
+    File(PathBuf),
+    /// An object in the input store.
+    Object { store: Arc<dyn Store>, key: String },
+}
+
+impl Source {
+    /// Names the source in status.json; equal names mean the same source.
+    pub fn uri(&self) -> String {
+        match self {
+            Source::File(path) => format!("file:{}", path.display()),
+            Source::Object { store, key } => format!("{}/{key}", store.describe()),
+        }
+    }
+}
+
+/// One video to transcode into the output store.
 #[derive(Clone, Debug)]
 pub struct JobRequest {
     pub video_id: String,
-    pub source: PathBuf,
-    pub output_root: PathBuf,
+    pub source: Source,
+    pub output: Arc<dyn Store>,
+    /// The uploader's metadata object, copied into status.json.
+    pub metadata: Option<serde_json::Value>,
 }
 
-impl JobRequest {
-    /// `videos/<id>` under the output root.
-    pub fn video_dir(&self) -> PathBuf {
-        self.output_root.join("videos").join(&self.video_id)
+/// What every job on this instance runs with: the settings and the shared encode pool.
+#[derive(Clone)]
+pub struct Engine {
+    pub settings: Arc<TranscodeSettings>,
+    pub scheduler: Arc<Scheduler>,
+}
+
+impl Engine {
+    /// An engine whose pool keeps `memory_reserve` bytes free, as `memory` reads them.
+    pub fn new(
+        settings: TranscodeSettings,
+        memory: Arc<dyn MemoryProbe>,
+        memory_reserve: u64,
+    ) -> Self {
+        let capacity = settings.max_parallel_encodes as usize;
+        let wait = Duration::from_secs(settings.rendition_timeout);
+        Self {
+            settings: Arc::new(settings),
+            scheduler: Scheduler::new(capacity, memory, memory_reserve, wait),
+        }
     }
 
-    pub(super) fn manifest_dir(&self) -> PathBuf {
-        self.video_dir().join("manifest")
+    /// The watchdog's limits for a source of `duration_seconds`.
+    fn limits(&self, duration_seconds: f64) -> Limits {
+        Limits {
+            timeout: Duration::from_secs(self.settings.rendition_timeout)
+                + Duration::from_secs_f64(duration_seconds.max(0.0)),
+            stall: Duration::from_secs(self.settings.stall_timeout),
+        }
     }
 }
 
-/// Runs the job to a final state and returns its last status. Every outcome, including bad
-/// input and cancellation, ends in status.json; this never panics on media errors.
+/// Runs the job to a final state and returns its last status, which is also in status.json.
+/// Every outcome, including bad input and cancellation, ends there; this never panics on media
+/// errors.
 pub async fn run(
     request: JobRequest,
-    settings: Arc<TranscodeSettings>,
-    pool: Arc<Semaphore>,
+    engine: &Engine,
     cancel: CancellationToken,
     updates: watch::Sender<JobStatus>,
 ) -> JobStatus {
     let span = tracing::info_span!("job", video_id = %request.video_id);
     async move {
-        if let Err(e) = prepare_output(&request) {
-            let mut status = JobStatus::queued(&request.video_id);
-            status.state = JobState::Failed;
-            status.error = Some(format!("cannot write to the output folder: {e}"));
-            return status;
-        }
-        let status_path = request.video_dir().join("status.json");
-        let tracker = Arc::new(Tracker::new(&request.video_id, status_path, updates));
+        let output = request.output.clone();
+        let previous = publish::read_status(output.as_ref(), &request.video_id).await;
+        let mut initial = JobStatus::queued(&request.video_id);
+        initial.input = Some(request.source.uri());
+        initial.metadata = request.metadata.clone();
+        let stop_writer = CancellationToken::new();
+        let writer = tokio::spawn(publish::status_writer(
+            output,
+            updates.subscribe(),
+            stop_writer.clone(),
+        ));
+        let tracker = Arc::new(Tracker::new(initial, updates));
         let job = Job {
             request: &request,
-            settings: &settings,
-            pool: &pool,
+            engine,
             cancel: &cancel,
             tracker: &tracker,
+            published: Mutex::new(Vec::new()),
         };
-        let result = job.execute().await;
+        let result = job.execute(previous).await;
         tracker.update(|s| {
             if let Err(end) = result {
                 s.state = end.state;
@@ -78,21 +128,14 @@ pub async fn run(
             }
             s.timestamps.finished = Some(Utc::now());
         });
+        stop_writer.cancel();
+        let _ = writer.await;
         let status = tracker.snapshot();
         tracing::info!(state = ?status.state, error = status.error.as_deref(), "job finished");
         status
     }
     .instrument(span)
     .await
-}
-
-/// Creates `videos/<id>/`; a new run replaces whatever an earlier run with this id published.
-fn prepare_output(request: &JobRequest) -> std::io::Result<()> {
-    std::fs::create_dir_all(request.video_dir())?;
-    match std::fs::remove_dir_all(request.manifest_dir()) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// Why a job ended without finishing normally.
@@ -112,7 +155,7 @@ impl JobEnd {
     fn interrupted() -> Self {
         Self {
             state: JobState::Interrupted,
-            reason: "interrupted before it finished".into(),
+            reason: "interrupted before it finished; trigger it again to resume".into(),
         }
     }
 }
@@ -120,25 +163,42 @@ impl JobEnd {
 /// What one job works with; borrowed for the job's lifetime.
 struct Job<'a> {
     request: &'a JobRequest,
-    settings: &'a TranscodeSettings,
-    pool: &'a Arc<Semaphore>,
+    engine: &'a Engine,
     cancel: &'a CancellationToken,
     tracker: &'a Arc<Tracker>,
+    /// Keys this run wrote, removed again if the job ends with nothing playable.
+    published: Mutex<Vec<String>>,
 }
 
 impl Job<'_> {
-    async fn execute(&self) -> Result<(), JobEnd> {
+    fn settings(&self) -> &TranscodeSettings {
+        &self.engine.settings
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.request.output.as_ref()
+    }
+
+    fn key(&self, rest: &str) -> String {
+        publish::key(&self.request.video_id, rest)
+    }
+
+    async fn execute(&self, previous: Option<JobStatus>) -> Result<(), JobEnd> {
         media::init().map_err(|e| JobEnd::failed(e.to_string()))?;
         self.tracker.update(|s| {
             s.state = JobState::Processing;
             s.timestamps.started = Some(Utc::now());
         });
-        let limits = Limits {
-            max_bytes: self.settings.max_video_size,
-            max_seconds: self.settings.max_duration,
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("vt-{}-", self.request.video_id))
+            .tempdir_in(&self.settings().scratch_dir)
+            .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?;
+        let source = self.fetch_source(scratch.path()).await?;
+        let limits = source::Limits {
+            max_bytes: self.settings().max_video_size,
+            max_seconds: self.settings().max_duration,
         };
-        let path = self.request.source.clone();
-        let info = blocking(move || source::probe(&path, limits))
+        let info = blocking(move || source::probe(&source, limits))
             .await
             .map_err(|e| JobEnd::failed(format!("probe: {e}")))?;
         tracing::info!(
@@ -148,12 +208,12 @@ impl Job<'_> {
             "probed source"
         );
         self.tracker.update(|s| s.source = Some(info.clone()));
-        let plan = Plan::new(&info, self.settings);
+        let mut plan = Plan::new(&info, self.settings());
+        let mut finished = Finished::default();
+        if let Some(previous) = previous {
+            self.resume(previous, &mut plan, &mut finished).await;
+        }
 
-        let scratch = tempfile::Builder::new()
-            .prefix(&format!("vt-{}-", self.request.video_id))
-            .tempdir_in(&self.settings.scratch_dir)
-            .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?;
         let ticker = {
             let tracker = self.tracker.clone();
             tokio::spawn(async move {
@@ -164,194 +224,301 @@ impl Job<'_> {
                 }
             })
         };
-        let encoded = self.encode_all(&info, &plan, scratch.path()).await;
+        let encoded = self
+            .encode_all(&info, &plan, &mut finished, scratch.path())
+            .await;
         ticker.abort();
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
-        self.finish(&info)
+        self.finish(&info).await
+    }
+
+    /// The source as a local file: read in place from a local store, else downloaded once
+    /// into scratch.
+    async fn fetch_source(&self, scratch: &Path) -> Result<PathBuf, JobEnd> {
+        let (store, key) = match &self.request.source {
+            Source::File(path) => return Ok(path.clone()),
+            Source::Object { store, key } => (store, key),
+        };
+        let missing = || {
+            JobEnd::failed(format!(
+                "the source `{key}` does not exist in {}",
+                store.describe()
+            ))
+        };
+        if let Some(path) = store.local_path(key) {
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(missing())
+            };
+        }
+        let to = scratch.join("source");
+        match store.download(key, &to).await {
+            Ok(_) => Ok(to),
+            Err(StoreError::NotFound(_)) => Err(missing()),
+            Err(e) => Err(JobEnd::failed(format!(
+                "downloading `{key}` from {}: {e}",
+                store.describe()
+            ))),
+        }
+    }
+
+    /// Keeps what an earlier unfinished run of the same source published and still exists.
+    async fn resume(&self, previous: JobStatus, plan: &mut Plan, finished: &mut Finished) {
+        if previous.input.as_deref() != Some(self.request.source.uri().as_str())
+            || previous.state == JobState::Ready
+        {
+            return;
+        }
+        let mut kept: Vec<RenditionStatus> = Vec::new();
+        for r in previous.renditions {
+            let playlist = self.key(&format!("manifest/{}", r.playlist));
+            if r.state == RenditionState::Ready
+                && matches!(self.store().get(&playlist).await, Ok(Some(_)))
+            {
+                kept.push(r);
+            }
+        }
+        let count = plan.carry_over(&kept, finished);
+        if count > 0 {
+            tracing::info!(
+                kept = count,
+                "resuming: renditions already published are kept"
+            );
+        }
     }
 
     async fn encode_all(
         &self,
         info: &SourceInfo,
         plan: &Plan,
+        finished: &mut Finished,
         scratch: &Path,
     ) -> Result<(), JobEnd> {
         let counters = self.tracker.set_renditions(plan.statuses.clone());
-        let capacity = self.settings.max_parallel_encodes as usize;
         let videos = plan.video_count();
-        let merge = match self.settings.decode_plan {
+        if !finished.videos.is_empty() || (videos == 0 && finished.audio.is_some()) {
+            self.publish_master(finished, videos).await?;
+        }
+        let scheduler = &self.engine.scheduler;
+        let to_encode = plan.videos_to_encode();
+        let merge = match self.settings().decode_plan {
             DecodePlan::Single => true,
             DecodePlan::PerTier => false,
-            DecodePlan::Auto => videos <= capacity && self.pool.available_permits() >= videos,
+            DecodePlan::Auto => {
+                to_encode <= scheduler.capacity() && scheduler.idle_encoders() >= to_encode
+            }
         };
-        let mut finished = Finished::default();
         for members in plan.passes(merge) {
             let encoders = members
                 .iter()
                 .filter(|&&i| plan.videos[i].is_some())
                 .count();
-            let _permits = tokio::select! {
-                permits = self.pool.clone().acquire_many_owned(encoders.clamp(1, capacity) as u32) => {
-                    permits.expect("the pool is never closed")
-                }
+            let tier = members
+                .iter()
+                .map(|&i| plan.statuses[i].tier)
+                .min()
+                .expect("a pass has members");
+            let grant = tokio::select! {
+                grant = scheduler.acquire(tier, encoders, pass_memory(info, plan, &members)) => grant,
                 () = self.cancel.cancelled() => return Err(JobEnd::interrupted()),
             };
-            self.tracker.update(|s| {
-                for &i in &members {
-                    s.renditions[i].state = RenditionState::Encoding;
+            let _grant = match grant {
+                Ok(grant) => grant,
+                Err(reason) => {
+                    for &i in &members {
+                        self.fail_rendition(plan, i, &reason, scratch);
+                    }
+                    continue;
                 }
-            });
-            let names: Vec<&str> = members
-                .iter()
-                .map(|&i| plan.statuses[i].name.as_str())
-                .collect();
-            tracing::info!(renditions = ?names, "decode pass started");
-
-            let mut spec = PassSpec {
-                source: self.request.source.clone(),
-                info: info.clone(),
-                video: Vec::new(),
-                audio: None,
-                preset: self.settings.preset.clone(),
-                fps: plan.fps,
-                segmenting: Segmenting {
-                    kind: self.settings.segment_type,
-                    seconds: self.settings.segment_seconds,
-                },
-                audio_kbps: self.settings.audio_bitrate_kbps,
-                encoder_threads: self.settings.encoder_threads as usize,
-                cancel: Arc::new(AtomicBool::new(false)),
             };
-            let (mut video_members, mut audio_member) = (Vec::new(), None);
-            for &i in &members {
-                let dir = scratch.join(&plan.statuses[i].name);
-                let frames = counters[i].clone();
-                match &plan.videos[i] {
-                    Some(r) => {
-                        video_members.push(i);
-                        spec.video.push(VideoTarget {
-                            rendition: r.clone(),
-                            dir,
-                            frames,
-                        });
-                    }
-                    None => {
-                        audio_member = Some(i);
-                        spec.audio = Some(AudioTarget { dir, frames });
-                    }
-                }
-            }
-            let outcome = self.encode_pass(spec).await;
-            let results = video_members
-                .into_iter()
-                .zip(outcome.video.into_iter().map(|r| r.map(Some)))
-                .chain(audio_member.zip(outcome.audio.map(|r| r.map(|()| None))));
-            let mut cancelled = false;
-            for (i, result) in results {
-                cancelled |= self.record(plan, i, result, scratch, &mut finished);
-            }
+            let cancelled = self
+                .encode_pass(info, plan, &members, &counters, finished, scratch)
+                .await;
             if cancelled {
                 return Err(JobEnd::interrupted());
             }
-            self.publish_master(&finished, videos)?;
+            self.publish_master(finished, videos).await?;
         }
         Ok(())
     }
 
-    /// Runs one decode pass on the blocking pool; cancellation reaches it as a flag checked
-    /// between packets.
-    async fn encode_pass(&self, spec: PassSpec) -> pass::PassOutcome {
-        let stop = spec.cancel.clone();
-        let cancel = self.cancel.clone();
-        let watcher = tokio::spawn(async move {
-            cancel.cancelled().await;
-            stop.store(true, Ordering::Relaxed);
+    /// Encodes the renditions `members` of `plan` in one decode and publishes each that
+    /// finishes; true if the job was cancelled meanwhile.
+    async fn encode_pass(
+        &self,
+        info: &SourceInfo,
+        plan: &Plan,
+        members: &[usize],
+        counters: &[Arc<std::sync::atomic::AtomicU64>],
+        finished: &mut Finished,
+        scratch: &Path,
+    ) -> bool {
+        self.tracker.update(|s| {
+            for &i in members {
+                s.renditions[i].state = RenditionState::Encoding;
+            }
         });
-        let (videos, has_audio) = (spec.video.len(), spec.audio.is_some());
-        let outcome = blocking(move || Ok(pass::run(spec)))
-            .await
-            .unwrap_or_else(|e| pass::PassOutcome {
-                video: (0..videos).map(|_| Err(e.clone())).collect(),
-                audio: has_audio.then(|| Err(e.clone())),
-            });
-        watcher.abort();
-        outcome
+        let names: Vec<&str> = members
+            .iter()
+            .map(|&i| plan.statuses[i].name.as_str())
+            .collect();
+        tracing::info!(renditions = ?names, "decode pass started");
+        let settings = self.settings();
+        let mut spec = PassSpec {
+            source: PathBuf::new(),
+            info: info.clone(),
+            video: Vec::new(),
+            audio: None,
+            preset: settings.preset.clone(),
+            fps: plan.fps,
+            segmenting: Segmenting {
+                kind: settings.segment_type,
+                seconds: settings.segment_seconds,
+            },
+            audio_kbps: settings.audio_bitrate_kbps,
+            encoder_threads: settings.encoder_threads as usize,
+            cancel: Arc::new(AtomicBool::new(false)),
+        };
+        spec.source = match &self.request.source {
+            Source::File(path) => path.clone(),
+            Source::Object { store, key } => store
+                .local_path(key)
+                .unwrap_or_else(|| scratch.join("source")),
+        };
+        let (mut video_members, mut audio_member) = (Vec::new(), None);
+        for &i in members {
+            let dir = scratch.join(&plan.statuses[i].name);
+            let frames = counters[i].clone();
+            match &plan.videos[i] {
+                Some(r) => {
+                    video_members.push(i);
+                    spec.video.push(VideoTarget {
+                        rendition: r.clone(),
+                        dir,
+                        frames,
+                    });
+                }
+                None => {
+                    audio_member = Some(i);
+                    spec.audio = Some(AudioTarget { dir, frames });
+                }
+            }
+        }
+        let limits = self.engine.limits(info.duration_seconds);
+        let started = Instant::now();
+        let pass_counters = members.iter().map(|&i| counters[i].clone()).collect();
+        let outcome = watchdog::run_pass(spec, pass_counters, limits, self.cancel).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let results = video_members
+            .into_iter()
+            .zip(outcome.video.into_iter().map(|r| r.map(Some)))
+            .chain(audio_member.zip(outcome.audio.map(|r| r.map(|()| None))));
+        let mut cancelled = false;
+        for (i, result) in results {
+            cancelled |= self
+                .record(plan, i, result, seconds, scratch, finished)
+                .await;
+        }
+        cancelled
     }
 
     /// Publishes rendition `i` (or records its failure); true if it was cancelled. `codecs` is
     /// the video's RFC 6381 string, `None` for audio.
-    fn record(
+    async fn record(
         &self,
         plan: &Plan,
         i: usize,
         result: Result<Option<String>, MediaError>,
+        seconds: f64,
         scratch: &Path,
         finished: &mut Finished,
     ) -> bool {
         let status = &plan.statuses[i];
-        let target = self.request.manifest_dir().join(&status.name);
-        let published = result.and_then(|codecs| {
-            Ok((
-                codecs,
-                publish::rendition(&scratch.join(&status.name), &target)?,
-            ))
-        });
-        match published {
-            Ok((codecs, rates)) => {
-                let uri = status.playlist.clone();
-                match (&plan.videos[i], codecs) {
-                    (Some(r), Some(codecs)) => finished.videos.push(VideoVariant {
-                        uri,
-                        width: r.width,
-                        height: r.height,
-                        frame_rate: f64::from(plan.fps),
-                        codecs,
-                        rates,
-                    }),
-                    _ => finished.audio = Some(AudioVariant { uri, rates }),
-                }
-                self.tracker.update(|s| {
-                    let r = &mut s.renditions[i];
-                    r.state = RenditionState::Ready;
-                    r.size_bytes = Some(rates.bytes);
-                    r.bitrate_kbps = Some(rates.average.div_ceil(1000));
-                    r.peak_bitrate_kbps = Some(rates.peak.div_ceil(1000));
-                });
-                false
+        let published = match result {
+            Ok(codecs) => {
+                let prefix = self.key(&format!("manifest/{}", status.name));
+                publish::rendition(self.store(), &scratch.join(&status.name), &prefix)
+                    .await
+                    .map(|(rates, keys)| {
+                        self.published.lock().expect("lock").extend(keys);
+                        (codecs, rates)
+                    })
             }
+            Err(e) => Err(e),
+        };
+        let (codecs, rates) = match published {
+            Ok(done) => done,
             Err(e) => {
-                tracing::warn!(rendition = %status.name, "rendition failed: {e}");
-                let _ = std::fs::remove_dir_all(scratch.join(&status.name));
-                self.tracker.update(|s| {
-                    s.renditions[i].state = RenditionState::Failed;
-                    s.renditions[i].error = Some(e.to_string());
-                });
-                matches!(e, MediaError::Cancelled)
+                self.fail_rendition(plan, i, &e.to_string(), scratch);
+                return matches!(e, MediaError::Cancelled);
             }
+        };
+        let tier = status.tier.as_str();
+        metrics::counter!("transcoder_renditions_total", "state" => "ready", "tier" => tier)
+            .increment(1);
+        metrics::histogram!("transcoder_encode_seconds", "tier" => tier, "rendition" => status.name.clone())
+            .record(seconds);
+        let uri = status.playlist.clone();
+        match (&plan.videos[i], &codecs) {
+            (Some(r), Some(codecs)) => finished.videos.push(VideoVariant {
+                uri,
+                width: r.width,
+                height: r.height,
+                frame_rate: f64::from(plan.fps),
+                codecs: codecs.clone(),
+                rates,
+            }),
+            _ => finished.audio = Some(AudioVariant { uri, rates }),
         }
+        self.tracker.update(|s| {
+            let r = &mut s.renditions[i];
+            r.state = RenditionState::Ready;
+            r.size_bytes = Some(rates.bytes);
+            r.bitrate_kbps = Some(rates.average.div_ceil(1000));
+            r.peak_bitrate_kbps = Some(rates.peak.div_ceil(1000));
+            r.codecs = codecs;
+        });
+        false
+    }
+
+    fn fail_rendition(&self, plan: &Plan, i: usize, reason: &str, scratch: &Path) {
+        let status = &plan.statuses[i];
+        if reason != MediaError::Cancelled.to_string() {
+            tracing::warn!(rendition = %status.name, "rendition failed: {reason}");
+            metrics::counter!("transcoder_renditions_total", "state" => "failed", "tier" => status.tier.as_str())
+                .increment(1);
+        }
+        let _ = std::fs::remove_dir_all(scratch.join(&status.name));
+        self.tracker.update(|s| {
+            s.renditions[i].state = RenditionState::Failed;
+            s.renditions[i].error = Some(reason.to_string());
+        });
     }
 
     /// (Re)writes master.m3u8 once something plays; the first time makes the job playable.
-    fn publish_master(&self, finished: &Finished, videos: usize) -> Result<(), JobEnd> {
-        let written = publish::master(self.request, finished, videos)
+    async fn publish_master(&self, finished: &Finished, videos: usize) -> Result<(), JobEnd> {
+        let written = publish::master(self.store(), &self.request.video_id, finished, videos)
+            .await
             .map_err(|e| JobEnd::failed(format!("writing the master playlist: {e}")))?;
-        let Some(relative) = written else {
+        let Some(key) = written else {
             return Ok(());
         };
+        self.published.lock().expect("lock").push(key.clone());
         self.tracker.update(|s| {
             if !s.playable {
                 s.playable = true;
                 s.timestamps.first_playable = Some(Utc::now());
                 tracing::info!("first playable");
             }
-            s.master_playlist = Some(relative);
+            s.master_playlist = Some(key);
         });
         Ok(())
     }
 
     /// `ready` when every rendition is, `partial` when some are, `failed` when nothing plays.
-    fn finish(&self, info: &SourceInfo) -> Result<(), JobEnd> {
+    async fn finish(&self, info: &SourceInfo) -> Result<(), JobEnd> {
         let status = self.tracker.snapshot();
         let ready = |kind| {
             let ready = |r: &&status::RenditionStatus| r.state == RenditionState::Ready;
@@ -369,7 +536,14 @@ impl Job<'_> {
         };
         if ready(main) == 0 {
             // Nothing to play: leave no half-made package behind, only status.json with why.
-            let _ = std::fs::remove_dir_all(self.request.manifest_dir());
+            let keys = std::mem::take(&mut *self.published.lock().expect("lock"));
+            for key in keys {
+                let _ = self.store().delete(&key).await;
+            }
+            self.tracker.update(|s| {
+                s.playable = false;
+                s.master_playlist = None;
+            });
             let reason = status.renditions.iter().find_map(|r| r.error.clone());
             return Err(JobEnd::failed(
                 reason.unwrap_or_else(|| "no rendition was produced".into()),
@@ -390,17 +564,15 @@ impl Job<'_> {
     }
 }
 
-/// Runs blocking media work on the blocking pool, inside the caller's span; a panic becomes an
-/// error instead of taking the process down.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, MediaError> + Send + 'static,
-) -> Result<T, MediaError> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(work))
-        .await
-        .unwrap_or_else(|_| {
-            Err(MediaError::Encode(
-                "internal error: the media task crashed".into(),
-            ))
-        })
+/// The memory guard's estimate for a pass: one decoder of the source plus each video encoder.
+fn pass_memory(info: &SourceInfo, plan: &Plan, members: &[usize]) -> u64 {
+    let decoder = info.video.as_ref().map_or(16 << 20, |v| {
+        scheduler::decoder_bytes(v.coded_width, v.coded_height)
+    });
+    let encoders: u64 = members
+        .iter()
+        .filter_map(|&i| plan.videos[i].as_ref())
+        .map(|r| scheduler::encoder_bytes(r.width, r.height))
+        .sum();
+    decoder + encoders
 }

@@ -66,6 +66,10 @@ pub struct RenditionStatus {
     pub frames_done: u64,
     pub frames_expected: u64,
     pub error: Option<String>,
+    /// RFC 6381 codecs string of a finished video rendition (kept so a resumed job can list
+    /// it in the master playlist without re-reading it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codecs: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -92,6 +96,13 @@ pub struct Timestamps {
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     pub video_id: String,
+    /// The source this job encodes (`file:` path or `<store>/<key>`): a trigger naming the same
+    /// source for the same video returns this job instead of starting another.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The uploader's `metadata` object, kept as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
     pub state: JobState,
     /// True once a master playlist with at least one finished rendition exists.
     pub playable: bool,
@@ -108,6 +119,8 @@ impl JobStatus {
     pub fn queued(video_id: &str) -> Self {
         Self {
             video_id: video_id.into(),
+            input: None,
+            metadata: None,
             state: JobState::Queued,
             playable: false,
             error: None,
@@ -205,6 +218,7 @@ mod tests {
             frames_done: done,
             frames_expected: expected,
             error: None,
+            codecs: None,
         }
     }
 

@@ -1,7 +1,7 @@
-//! The single owner of a job's status.json: every change goes through `update`, which refreshes
-//! progress from the encoders' frame counters, rewrites the file atomically and tells watchers.
+//! The single owner of a job's status: every change goes through `update`, which refreshes
+//! progress from the encoders' frame counters and tells watchers (the status.json writer, the
+//! HTTP status endpoint, the CLI's progress bar).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,18 +12,16 @@ use super::status::{JobStatus, RenditionStatus};
 
 pub struct Tracker {
     status: Mutex<JobStatus>,
-    path: PathBuf,
     updates: watch::Sender<JobStatus>,
     /// Frames encoded per rendition (same order as `status.renditions`), bumped by encoders.
     counters: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl Tracker {
-    /// Starts tracking a queued job whose status lives at `path`; writes it at once.
-    pub fn new(video_id: &str, path: PathBuf, updates: watch::Sender<JobStatus>) -> Self {
+    /// Starts tracking a job from its first status; watchers see it at once.
+    pub fn new(initial: JobStatus, updates: watch::Sender<JobStatus>) -> Self {
         let tracker = Self {
-            status: Mutex::new(JobStatus::queued(video_id)),
-            path,
+            status: Mutex::new(initial),
             updates,
             counters: Mutex::new(Vec::new()),
         };
@@ -31,7 +29,7 @@ impl Tracker {
         tracker
     }
 
-    /// Applies `change`, then writes status.json and notifies watchers.
+    /// Applies `change`, refreshes progress and notifies watchers.
     pub fn update(&self, change: impl FnOnce(&mut JobStatus)) {
         let mut status = self.status.lock().expect("status lock");
         change(&mut status);
@@ -40,9 +38,6 @@ impl Tracker {
             r.frames_done = r.frames_done.max(c.load(Ordering::Relaxed));
         }
         status.refresh_progress(Utc::now());
-        if let Err(e) = status.write_atomic(&self.path) {
-            tracing::error!("writing status.json: {e}");
-        }
         self.updates.send_replace(status.clone());
     }
 

@@ -61,6 +61,15 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// The tier's name as status.json and metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Critical => "critical",
+            Tier::Standard => "standard",
+            Tier::Premium => "premium",
+        }
+    }
+
     pub fn of_height(short_side: u32) -> Self {
         match short_side {
             0..=480 => Tier::Critical,

@@ -1,0 +1,162 @@
+//! Where bytes live: the input store (sources) and the output store (the CDN bucket). One trait,
+//! implemented by the local file system (the embedded default) and, later, Google Cloud Storage.
+//! Everything above this module names objects by key (`videos/<id>/status.json`), never by path.
+
+mod local;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use thiserror::Error;
+
+pub use local::LocalStore;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("`{0}` does not exist")]
+    NotFound(String),
+    #[error("`{0}` is not an acceptable object name")]
+    BadKey(String),
+    #[error("the upload is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How an object is served to players.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub content_type: &'static str,
+    pub cache_control: &'static str,
+}
+
+impl ObjectMeta {
+    /// The Content-Type and Cache-Control a published file gets, from its name: segments never
+    /// change; playlists and status.json change while a job runs.
+    pub fn for_key(key: &str) -> Self {
+        let extension = key.rsplit_once('.').map_or("", |(_, e)| e);
+        let (content_type, cache_control) = match extension {
+            "m3u8" => ("application/vnd.apple.mpegurl", "no-cache"),
+            "m4s" => ("video/iso.segment", IMMUTABLE),
+            "mp4" => ("video/mp4", IMMUTABLE),
+            "ts" => ("video/mp2t", IMMUTABLE),
+            "json" => ("application/json", "no-store"),
+            _ => ("application/octet-stream", "no-cache"),
+        };
+        Self {
+            content_type,
+            cache_control,
+        }
+    }
+}
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// A chunked body for `put_stream`; an error item aborts the write.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where this store is, for logs and errors: a folder, or `gs://bucket/prefix`.
+    fn describe(&self) -> String;
+
+    /// The bucket behind this store; `None` for a local folder, which takes any bucket name.
+    fn bucket(&self) -> Option<&str>;
+
+    /// The file behind `key` when the store is a local folder, so sources are read in place.
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+
+    /// The object's bytes, or `None` if it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// Writes a small object whole; readers see the old or the new one, never half.
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+
+    /// Streams `body` into `key`, at most `limit` bytes (beyond it: `TooLarge`, nothing kept).
+    /// Returns the size written.
+    async fn put_stream(&self, key: &str, body: ByteStream, limit: u64) -> Result<u64, StoreError>;
+
+    /// Publishes a finished local file as `key`; the local file may be moved away.
+    async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError>;
+
+    /// Copies `key` to the local file `to`; returns its size.
+    async fn download(&self, key: &str, to: &Path) -> Result<u64, StoreError>;
+
+    /// Removes `key`; a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Proves the store takes writes (for readiness).
+    async fn check_writable(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store a setting names: a local folder (created if missing).
+pub fn open(spec: &str) -> Result<Arc<dyn Store>, String> {
+    if spec.starts_with("gs://") {
+        return Err(format!(
+            "`{spec}`: Google Cloud Storage stores are not supported by this build yet"
+        ));
+    }
+    let store =
+        LocalStore::new(spec).map_err(|e| format!("cannot use `{spec}` as a store: {e}"))?;
+    Ok(Arc::new(store))
+}
+
+/// Checks an object name from outside (a trigger's `inputPath`): relative, no `..`, no
+/// backslashes or control characters, at most 1024 bytes (the GCS limit).
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.len() > 1024
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.chars().any(char::is_control)
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        Err(StoreError::BadKey(key.chars().take(200).collect()))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_from_outside_cannot_escape() {
+        assert!(validate_key("pending/abc_clip.mp4").is_ok());
+        assert!(validate_key("a/b c (1).MOV").is_ok());
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "a\nb",
+            "a/",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_key(&"a".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn published_files_get_player_friendly_headers() {
+        let playlist = ObjectMeta::for_key("videos/x/manifest/720p/index.m3u8");
+        assert_eq!(playlist.content_type, "application/vnd.apple.mpegurl");
+        assert_eq!(playlist.cache_control, "no-cache");
+        let segment = ObjectMeta::for_key("videos/x/manifest/720p/seg_00001.m4s");
+        assert!(segment.cache_control.contains("immutable"));
+        assert_eq!(ObjectMeta::for_key("a/seg_1.ts").content_type, "video/mp2t");
+        assert_eq!(
+            ObjectMeta::for_key("videos/x/status.json").cache_control,
+            "no-store"
+        );
+    }
+}
