@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use video_transcoder::{cli, telemetry};
+use video_transcoder::{cli, loadtest, telemetry};
 
 /// Turns videos into adaptive-bitrate HLS.
 #[derive(Parser)]
@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Transcode one local file into an HLS ladder.
     Transcode(cli::TranscodeArgs),
+    /// Upload a clip many times to a running server and report latency, time to ready and peak memory.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 #[tokio::main]
@@ -29,5 +31,6 @@ async fn main() -> ExitCode {
     });
     match args.command {
         Command::Transcode(args) => cli::transcode(args).await,
+        Command::Loadtest(args) => loadtest::run(args).await,
     }
 }
