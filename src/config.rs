@@ -1,5 +1,6 @@
 //! Every tunable of a transcode, with defaults, parsed from flags or env vars by clap.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -68,6 +69,75 @@ pub struct TranscodeSettings {
     /// Seconds without a single frame of progress after which a pass fails as stalled.
     #[arg(long, env = "STALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
+}
+
+/// Settings of the HTTP service (`serve`), on top of the transcode settings.
+#[derive(Clone, Debug, Args)]
+pub struct ServeSettings {
+    /// Port to listen on (Cloud Run sets it).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on: loopback by default; `0.0.0.0` in a container.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+
+    /// Where sources are stored: a local folder (`gs://bucket[/prefix]` in a later build).
+    #[arg(long, env = "INPUT_STORE", default_value = "./data/input")]
+    pub input_store: String,
+
+    /// Where HLS and status.json are published (the CDN's origin).
+    #[arg(long, env = "OUTPUT_STORE", default_value = "./data/cdn")]
+    pub output_store: String,
+
+    /// Base URL players use for the output store (default: this server, which serves a local
+    /// output store under `/videos`).
+    #[arg(long, env = "PUBLIC_BASE_URL", value_parser = parse_base_url)]
+    pub public_base_url: Option<String>,
+
+    /// Jobs queued or running at once on this instance; beyond it uploads and triggers get 429.
+    #[arg(long, env = "MAX_QUEUED_JOBS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_queued_jobs: u32,
+
+    /// Memory (MiB) the memory guard keeps free: an encode waits rather than dip into it.
+    #[arg(long, env = "MEMORY_RESERVE_MB", default_value_t = 512)]
+    pub memory_reserve_mb: u64,
+
+    /// Seconds between SIGTERM and exit: requests finish and jobs record what they finished
+    /// (Cloud Run kills the container 10 s after SIGTERM).
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_grace: u64,
+
+    /// Free bytes the scratch folder's disk needs for the instance to report ready.
+    #[arg(long, env = "MIN_DISK_SPACE", default_value_t = 1 << 30)]
+    pub min_disk_space: u64,
+
+    /// Where the player page loads hls.js from.
+    #[arg(
+        long,
+        env = "HLS_JS_URL",
+        default_value = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+    )]
+    pub hls_js_url: String,
+
+    /// Google Cloud project, to link request logs to Cloud Trace.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    pub google_cloud_project: Option<String>,
+
+    #[command(flatten)]
+    pub transcode: TranscodeSettings,
+}
+
+fn parse_base_url(url: &str) -> Result<String, String> {
+    let url = url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{url}` must start with http:// or https://"))?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(format!("`{url}` is not a URL"));
+    }
+    Ok(url.to_string())
 }
 
 /// See [`TranscodeSettings::decode_plan`].
@@ -140,5 +210,15 @@ mod tests {
         assert!(parse_ladder("720:abc").is_err());
         assert!(parse_ladder("0:100").is_err());
         assert!(parse_ladder("").is_err());
+    }
+
+    #[test]
+    fn base_url_must_be_http_and_loses_its_trailing_slash() {
+        assert_eq!(
+            parse_base_url("https://cdn.example.com/").unwrap(),
+            "https://cdn.example.com"
+        );
+        assert!(parse_base_url("cdn.example.com").is_err());
+        assert!(parse_base_url("http://").is_err());
     }
 }

@@ -4,10 +4,12 @@
 //! `cli` the `transcode` command, `loadtest` a load generator for a running server.
 //! The binary only parses arguments and calls in here.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod jobs;
 pub mod loadtest;
 pub mod media;
+pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -3,12 +3,14 @@
 
 pub mod plan;
 pub mod publish;
+pub mod registry;
 pub mod run;
 pub mod scheduler;
 pub mod status;
 pub mod tracker;
 pub mod watchdog;
 
+pub use registry::{AdmitError, Admitted, Jobs};
 pub use run::{Engine, JobRequest, Source, run};
 pub use status::{JobState, JobStatus};
 

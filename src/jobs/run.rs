@@ -491,9 +491,14 @@ impl Job<'_> {
                 .increment(1);
         }
         let _ = std::fs::remove_dir_all(scratch.join(&status.name));
+        let cancelled = reason == MediaError::Cancelled.to_string();
         self.tracker.update(|s| {
-            s.renditions[i].state = RenditionState::Failed;
-            s.renditions[i].error = Some(reason.to_string());
+            // A cancelled rendition is not a failed one: it is still to do, by a resumed run.
+            let r = &mut s.renditions[i];
+            (r.state, r.error) = match cancelled {
+                true => (RenditionState::Pending, None),
+                false => (RenditionState::Failed, Some(reason.to_string())),
+            };
         });
     }
 

@@ -153,6 +153,11 @@ impl Scheduler {
         }
     }
 
+    /// Memory available now, as the guard reads it.
+    pub fn available_memory(&self) -> u64 {
+        self.memory.available_bytes()
+    }
+
     /// Passes waiting for the pool.
     pub fn queue_depth(&self) -> usize {
         self.queue.lock().expect("queue lock").waiting.len()

@@ -1,0 +1,91 @@
+//! HTTP: parses and checks requests, turns them into jobs, and answers from job status. It never
+//! touches ffmpeg; `jobs` does the work.
+
+mod error;
+mod observe;
+mod player;
+mod status;
+mod trigger;
+mod upload;
+mod videos;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+pub use error::ApiError;
+
+use crate::config::ServeSettings;
+use crate::jobs::{JobStatus, Jobs};
+use crate::storage::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: Arc<Jobs>,
+    pub input: Arc<dyn Store>,
+    pub settings: Arc<ServeSettings>,
+    /// Base of public URLs: `PUBLIC_BASE_URL`, or this server's own address.
+    pub public_base_url: String,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    fn output(&self) -> &Arc<dyn Store> {
+        self.jobs.output()
+    }
+}
+
+/// Every route of the service.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route(
+            "/upload",
+            post(upload::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/transcode", post(trigger::transcode))
+        .route("/video-status/{id}", get(status::video_status))
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/metrics", get(status::metrics))
+        .route("/openapi.json", get(status::openapi))
+        .route("/player/{id}", get(player::player));
+    if let Some(videos) = videos::local_cdn(state.output().as_ref()) {
+        router = router.nest("/videos", videos);
+    }
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::request,
+        ))
+        .with_state(state)
+}
+
+/// The answer to an accepted upload or trigger.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    video_id: String,
+    status: String,
+    status_url: String,
+    playback_url: String,
+    /// Seconds until ready, from the source's duration and this instance's measured speed.
+    estimated_time: Option<f64>,
+}
+
+impl Accepted {
+    fn new(state: &AppState, status: &JobStatus, duration_seconds: Option<f64>) -> Self {
+        let id = &status.video_id;
+        Self {
+            video_id: id.clone(),
+            status: format!("{:?}", status.state).to_lowercase(),
+            status_url: format!("/video-status/{id}"),
+            playback_url: format!("{}/videos/{id}/manifest/master.m3u8", state.public_base_url),
+            estimated_time: duration_seconds.map(|d| state.jobs.estimate_seconds(d)),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! `POST /transcode`: a job for a source already in the input store. Three shapes arrive here:
+//! the direct JSON trigger, a Pub/Sub push envelope (carrying either that JSON or a GCS object
+//! notification), and a binary-mode CloudEvent for a finalized GCS object (Eventarc). All
+//! become the same job; a redelivery finds the job it already started.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Accepted, ApiError, AppState, upload};
+use crate::jobs::{Admitted, JobRequest, Source, validate_video_id};
+use crate::storage::validate_key;
+
+const FINALIZED_EVENT: &str = "google.cloud.storage.object.v1.finalized";
+
+/// A job request, whatever shape it came in.
+#[derive(Debug, PartialEq)]
+pub struct Trigger {
+    pub video_id: String,
+    pub input_bucket: Option<String>,
+    pub input_path: String,
+    pub output_bucket: Option<String>,
+}
+
+/// What a request asks for: a job, or nothing (an event of no interest, acknowledged so the
+/// sender does not redeliver it).
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    Job(Trigger),
+    Ignored(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DirectTrigger {
+    video_id: Option<String>,
+    input_bucket: Option<String>,
+    input_path: String,
+    output_bucket: Option<String>,
+}
+
+/// The parts of a GCS object resource we use.
+#[derive(Deserialize)]
+struct ObjectResource {
+    bucket: String,
+    name: String,
+    generation: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct PushEnvelope {
+    message: PushMessage,
+}
+
+#[derive(Deserialize)]
+struct PushMessage {
+    data: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::HashMap<String, String>,
+}
+
+/// `POST /transcode`: 202 with a new job, 200 with the job that already exists.
+pub async fn transcode(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let trigger = match parse(&headers, &body)? {
+        Parsed::Job(trigger) => trigger,
+        Parsed::Ignored(why) => {
+            tracing::info!("ignored event: {why}");
+            return Ok((StatusCode::OK, Json(json!({"ignored": why}))).into_response());
+        }
+    };
+    validate_video_id(&trigger.video_id).map_err(ApiError::BadRequest)?;
+    validate_key(&trigger.input_path)?;
+    check_bucket(
+        "inputBucket",
+        trigger.input_bucket.as_deref(),
+        state.input.bucket(),
+    )?;
+    check_bucket(
+        "outputBucket",
+        trigger.output_bucket.as_deref(),
+        state.output().bucket(),
+    )?;
+    let duration = upload::source_duration(&state, &trigger.input_path).await;
+    let request = JobRequest {
+        video_id: trigger.video_id,
+        source: Source::Object {
+            store: state.input.clone(),
+            key: trigger.input_path,
+        },
+        output: state.output().clone(),
+        metadata: None,
+    };
+    let (code, status) = match state.jobs.submit(request).await? {
+        Admitted::New(status) => (StatusCode::ACCEPTED, status),
+        Admitted::Existing(status) => (StatusCode::OK, status),
+    };
+    tracing::info!(video_id = %status.video_id, code = code.as_u16(), "trigger accepted");
+    Ok((code, Json(Accepted::new(&state, &status, duration))).into_response())
+}
+
+/// A store that is a bucket only takes triggers naming it; a local store takes any name.
+fn check_bucket(field: &str, named: Option<&str>, served: Option<&str>) -> Result<(), ApiError> {
+    match (named, served) {
+        (Some(named), Some(served)) if named != served => Err(ApiError::BadRequest(format!(
+            "{field} `{named}` is not served by this service (it uses `{served}`)"
+        ))),
+        (None, Some(served)) => Err(ApiError::BadRequest(format!(
+            "{field} is missing (this service uses `{served}`)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Recognises the three shapes.
+pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
+    if let Some(kind) = headers.get("ce-type") {
+        let kind = kind.to_str().unwrap_or_default();
+        if kind != FINALIZED_EVENT {
+            return Ok(Parsed::Ignored(format!("CloudEvent type `{kind}`")));
+        }
+        let object: ObjectResource = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("the CloudEvent body is not a GCS object: {e}"))
+        })?;
+        return Ok(Parsed::Job(from_object(object)));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    if value.get("message").is_some() {
+        let envelope: PushEnvelope = serde_json::from_value(value)
+            .map_err(|e| ApiError::BadRequest(format!("not a Pub/Sub push envelope: {e}")))?;
+        return from_push(envelope.message);
+    }
+    Ok(Parsed::Job(from_direct(value)?))
+}
+
+fn from_direct(value: serde_json::Value) -> Result<Trigger, ApiError> {
+    let direct: DirectTrigger = serde_json::from_value(value).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{videoId, inputBucket, inputPath, outputBucket}}: {e}"
+        ))
+    })?;
+    let video_id = match direct.video_id {
+        Some(id) => id,
+        None => derived_id(direct.input_bucket.as_deref(), &direct.input_path, None),
+    };
+    Ok(Trigger {
+        video_id,
+        input_bucket: direct.input_bucket,
+        input_path: direct.input_path,
+        output_bucket: direct.output_bucket,
+    })
+}
+
+fn from_push(message: PushMessage) -> Result<Parsed, ApiError> {
+    if let Some(kind) = message.attributes.get("eventType")
+        && kind != "OBJECT_FINALIZE"
+    {
+        return Ok(Parsed::Ignored(format!("storage notification `{kind}`")));
+    }
+    let data = match message.data.as_deref() {
+        Some(data) if !data.is_empty() => data,
+        _ => {
+            // A notification without payload: the object is named by attributes.
+            let (Some(bucket), Some(name)) = (
+                message.attributes.get("bucketId"),
+                message.attributes.get("objectId"),
+            ) else {
+                return Err(ApiError::BadRequest(
+                    "the Pub/Sub message has neither data nor bucketId/objectId".into(),
+                ));
+            };
+            return Ok(Parsed::Job(from_object(ObjectResource {
+                bucket: bucket.clone(),
+                name: name.clone(),
+                generation: message.attributes.get("objectGeneration").map(|g| json!(g)),
+            })));
+        }
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| ApiError::BadRequest(format!("message.data is not base64: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("message.data is not JSON: {e}")))?;
+    if value.get("inputPath").is_some() {
+        return Ok(Parsed::Job(from_direct(value)?));
+    }
+    let object: ObjectResource = serde_json::from_value(value).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "message.data is neither a trigger nor a GCS object: {e}"
+        ))
+    })?;
+    Ok(Parsed::Job(from_object(object)))
+}
+
+fn from_object(object: ObjectResource) -> Trigger {
+    let generation = object.generation.map(|g| match g {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    });
+    Trigger {
+        video_id: derived_id(Some(&object.bucket), &object.name, generation.as_deref()),
+        input_bucket: Some(object.bucket),
+        input_path: object.name,
+        output_bucket: None,
+    }
+}
+
+/// The video id for an object: the id `/upload` put in front of the file name
+/// (`pending/<id>_<name>`), else a UUID derived from the object's bucket, name and generation,
+/// so every redelivery of the same event names the same video.
+fn derived_id(bucket: Option<&str>, name: &str, generation: Option<&str>) -> String {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    if let Some((prefix, _)) = file.split_once('_')
+        && uuid::Uuid::parse_str(prefix).is_ok()
+    {
+        return prefix.to_string();
+    }
+    let identity = format!(
+        "gs://{}/{name}#{}",
+        bucket.unwrap_or(""),
+        generation.unwrap_or("")
+    );
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, identity.as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(parsed: Parsed) -> Trigger {
+        match parsed {
+            Parsed::Job(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn three_shapes_name_the_same_object() {
+        let id = "0b7c61a8-3f55-4cc2-9a0c-4bde6e3f2a10";
+        let name = format!("pending/{id}_clip.mp4");
+        let direct =
+            json!({"videoId": id, "inputBucket": "in", "inputPath": name, "outputBucket": "cdn"});
+        let direct = job(parse(&HeaderMap::new(), direct.to_string().as_bytes()).unwrap());
+        assert_eq!(direct.video_id, id);
+        assert_eq!(direct.output_bucket.as_deref(), Some("cdn"));
+
+        let object =
+            json!({"bucket": "in", "name": name, "generation": "1700000000000001", "size": "12"});
+        let data = base64::engine::general_purpose::STANDARD.encode(object.to_string());
+        let push = json!({"message": {"data": data, "attributes": {"eventType": "OBJECT_FINALIZE"}, "messageId": "1"}, "subscription": "projects/p/subscriptions/s"});
+        let push = job(parse(&HeaderMap::new(), push.to_string().as_bytes()).unwrap());
+        assert_eq!(
+            (push.video_id.as_str(), push.input_path.as_str()),
+            (id, name.as_str())
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-type", FINALIZED_EVENT.parse().unwrap());
+        headers.insert("ce-subject", format!("objects/{name}").parse().unwrap());
+        let event = job(parse(&headers, object.to_string().as_bytes()).unwrap());
+        assert_eq!(event, push);
+        assert_eq!(event.input_bucket.as_deref(), Some("in"));
+    }
+
+    #[test]
+    fn foreign_objects_get_a_stable_id_per_generation() {
+        let object = |generation: u64| {
+            let body =
+                json!({"bucket": "in", "name": "phone/IMG_0001.MOV", "generation": generation});
+            job(parse(&HeaderMap::new(), json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(body.to_string())}}).to_string().as_bytes()).unwrap())
+        };
+        assert_eq!(object(1).video_id, object(1).video_id);
+        assert_ne!(object(1).video_id, object(2).video_id);
+        assert!(validate_video_id(&object(1).video_id).is_ok());
+    }
+
+    #[test]
+    fn other_events_are_acknowledged_and_ignored_and_garbage_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "ce-type",
+            "google.cloud.storage.object.v1.deleted".parse().unwrap(),
+        );
+        assert!(matches!(
+            parse(&headers, b"{}").unwrap(),
+            Parsed::Ignored(_)
+        ));
+        let deleted = json!({"message": {"attributes": {"eventType": "OBJECT_DELETE", "bucketId": "in", "objectId": "x"}}});
+        assert!(matches!(
+            parse(&HeaderMap::new(), deleted.to_string().as_bytes()).unwrap(),
+            Parsed::Ignored(_)
+        ));
+        for bad in [&b"not json"[..], b"{}", br#"{"message": {"data": "!!"}}"#] {
+            assert!(parse(&HeaderMap::new(), bad).is_err());
+        }
+    }
+}

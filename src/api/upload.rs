@@ -1,0 +1,219 @@
+//! `POST /upload`: a multipart upload (`file`, optional `metadata`) streamed into the input
+//! store, then queued as a job. The body never sits in memory: chunks go to the store as they
+//! arrive, and a size past `MAX_VIDEO_SIZE` stops the upload with nothing kept.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Multipart, State, multipart::Field};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{Accepted, ApiError, AppState};
+use crate::jobs::{Admitted, JobRequest, Source, watchdog};
+use crate::media::source;
+
+/// Largest `metadata` part.
+const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// Room for multipart framing and the metadata part beyond the file itself.
+const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+
+pub async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Result<Response, ApiError> {
+    let max = state.settings.transcode.max_video_size;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max + MULTIPART_OVERHEAD) {
+        return Err(ApiError::TooLarge(max));
+    }
+    state.jobs.check_room()?;
+
+    let video_id = uuid::Uuid::new_v4().to_string();
+    let mut stored: Option<(String, u64)> = None;
+    let mut metadata = None;
+    let result = async {
+        while let Some(field) = multipart.next_field().await.map_err(bad_multipart)? {
+            match field.name() {
+                Some("file") if stored.is_none() => {
+                    let name = safe_file_name(field.file_name())?;
+                    let key = format!("pending/{video_id}_{name}");
+                    let size = stream_to_store(&state, &key, field, max).await?;
+                    stored = Some((key, size));
+                }
+                Some("file") => {
+                    return Err(ApiError::BadRequest("more than one `file` part".into()));
+                }
+                Some("metadata") => metadata = Some(read_metadata(field).await?),
+                _ => {} // unknown parts are skipped
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let stored_key = stored.as_ref().map(|(key, _)| key.clone());
+    if let Err(e) = result {
+        if let Some(key) = &stored_key {
+            let _ = state.input.delete(key).await;
+        }
+        return Err(e);
+    }
+    let Some((key, size)) = stored else {
+        return Err(ApiError::BadRequest(
+            "the multipart body has no `file` part".into(),
+        ));
+    };
+    metrics::counter!("transcoder_upload_bytes_total").increment(size);
+    tracing::info!(%video_id, size, key = %key, "upload stored");
+
+    let duration = source_duration(&state, &key).await;
+    let request = JobRequest {
+        video_id,
+        source: Source::Object {
+            store: state.input.clone(),
+            key: key.clone(),
+        },
+        output: state.output().clone(),
+        metadata,
+    };
+    let status = match state.jobs.submit(request).await {
+        Ok(Admitted::New(status) | Admitted::Existing(status)) => status,
+        Err(e) => {
+            let _ = state.input.delete(&key).await;
+            return Err(e.into());
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted::new(&state, &status, duration)),
+    )
+        .into_response())
+}
+
+fn bad_multipart(e: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::BadRequest(format!("the multipart body could not be read: {e}"))
+}
+
+/// Sends the part's chunks to the store as they arrive (a small bounded channel between the
+/// two, so a slow store slows the upload instead of filling memory).
+async fn stream_to_store(
+    state: &AppState,
+    key: &str,
+    mut field: Field<'_>,
+    max: u64,
+) -> Result<u64, ApiError> {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    })
+    .boxed();
+    let store = state.input.clone();
+    let key_owned = key.to_string();
+    let writer = tokio::spawn(async move { store.put_stream(&key_owned, body, max).await });
+    let mut read_error = None;
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break; // the store stopped (too large, or failed): its error says why
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other("the upload was cut short")))
+                    .await;
+                read_error = Some(bad_multipart(e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("upload writer crashed: {e}")))?;
+    match (written, read_error) {
+        (Err(crate::storage::StoreError::TooLarge(limit)), _) => Err(ApiError::TooLarge(limit)),
+        (_, Some(e)) => Err(e),
+        (written, None) => Ok(written?),
+    }
+}
+
+async fn read_metadata(field: Field<'_>) -> Result<serde_json::Value, ApiError> {
+    let bytes = field.bytes().await.map_err(bad_multipart)?;
+    if bytes.len() > MAX_METADATA_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "`metadata` is larger than {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => Err(ApiError::BadRequest(
+            "`metadata` must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!("`metadata` is not JSON: {e}"))),
+    }
+}
+
+/// The uploaded file's name made safe for an object name: path-like or control characters are
+/// refused (400), anything else outside `[A-Za-z0-9._-]` becomes `_`.
+fn safe_file_name(name: Option<&str>) -> Result<String, ApiError> {
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Ok("upload".into());
+    };
+    if name.contains(['/', '\\']) || name.chars().any(char::is_control) || name.starts_with('.') {
+        return Err(ApiError::BadRequest(format!(
+            "the file name `{}` is not acceptable (no paths, control characters or leading dots)",
+            name.escape_default()
+        )));
+    }
+    let safe: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
+            _ => '_',
+        })
+        .take(120)
+        .collect();
+    Ok(safe)
+}
+
+/// The source's duration for the time estimate, when the store keeps it as a local file (a
+/// quick probe); `None` if unknown. The job probes again and reports any problem.
+pub async fn source_duration(state: &AppState, key: &str) -> Option<f64> {
+    let path = state.input.local_path(key).filter(|p| p.is_file())?;
+    let limits = source::Limits {
+        max_bytes: state.settings.transcode.max_video_size,
+        max_seconds: state.settings.transcode.max_duration,
+    };
+    watchdog::blocking(move || source::probe(&path, limits))
+        .await
+        .ok()
+        .map(|info| info.duration_seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_names_cannot_make_paths() {
+        assert_eq!(
+            safe_file_name(Some("IMG_0001.MOV")).unwrap(),
+            "IMG_0001.MOV"
+        );
+        assert_eq!(
+            safe_file_name(Some("My clip (1).mp4")).unwrap(),
+            "My_clip__1_.mp4"
+        );
+        assert_eq!(safe_file_name(None).unwrap(), "upload");
+        for bad in ["../etc/passwd", "a/b.mp4", "a\\b.mp4", ".hidden", "a\u{0}b"] {
+            assert!(safe_file_name(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

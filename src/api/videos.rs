@@ -1,0 +1,48 @@
+//! Local mode's CDN: the output store's `videos/` served over HTTP with the headers a player
+//! needs (HLS MIME types, byte ranges, CORS, cache rules). With a bucket, the CDN serves it.
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::ServeDir;
+
+use super::AppState;
+use crate::storage::{ObjectMeta, Store};
+
+/// The `/videos` service when the output store is a local folder.
+pub fn local_cdn(store: &dyn Store) -> Option<Router<AppState>> {
+    let root = store.local_path("videos")?;
+    std::fs::create_dir_all(&root).ok()?;
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers(Any)
+        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE]);
+    Some(
+        Router::new()
+            .fallback_service(ServeDir::new(root))
+            .layer(axum::middleware::from_fn(player_headers))
+            .layer(cors),
+    )
+}
+
+/// Content-Type and Cache-Control by file name, as the GCS backend sets them on objects.
+async fn player_headers(request: Request, next: Next) -> Response {
+    let meta = ObjectMeta::for_key(request.uri().path());
+    let mut response = next.run(request).await;
+    if response.status().is_success() {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(meta.content_type),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(meta.cache_control),
+        );
+    }
+    response
+}

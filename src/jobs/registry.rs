@@ -1,0 +1,258 @@
+//! The jobs of this instance: admission (queue capacity, idempotent triggers), one task per
+//! job, their live status, what this instance has learnt about its own speed, and an orderly
+//! stop on shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::publish;
+use super::run::{self, Engine, JobRequest};
+use super::status::{JobState, JobStatus};
+use crate::storage::Store;
+
+/// Wall seconds per second of source before this instance has finished a job of its own:
+/// the 5-rung 1080p ladder ran at about 0.75 on 2 cores, so 1.0 errs on the slow side.
+const INITIAL_SECONDS_PER_SECOND: f64 = 1.0;
+
+pub struct Jobs {
+    engine: Engine,
+    output: Arc<dyn Store>,
+    /// Jobs admitted and not finished, at most.
+    capacity: usize,
+    active: Mutex<HashMap<String, Active>>,
+    /// Parent of every job's token: cancelled on shutdown.
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    draining: AtomicBool,
+    /// Measured wall seconds per source second of finished jobs (moving average).
+    speed: Mutex<f64>,
+}
+
+struct Active {
+    input: String,
+    status: watch::Receiver<JobStatus>,
+}
+
+/// What a submission led to.
+pub enum Admitted {
+    /// A new job was queued.
+    New(JobStatus),
+    /// The same video from the same source is queued, running or done: that job stands.
+    Existing(JobStatus),
+}
+
+#[derive(Debug, Error)]
+pub enum AdmitError {
+    #[error("{0} jobs are already queued or running, the most this instance takes; retry later")]
+    Busy(usize),
+    #[error("the service is shutting down; retry on another instance")]
+    Draining,
+    #[error("video `{0}` is being made from another source right now")]
+    Conflict(String),
+}
+
+impl Jobs {
+    pub fn new(engine: Engine, output: Arc<dyn Store>, capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            engine,
+            output,
+            capacity: capacity.max(1),
+            active: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+            speed: Mutex::new(INITIAL_SECONDS_PER_SECOND),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn output(&self) -> &Arc<dyn Store> {
+        &self.output
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Jobs queued or running.
+    pub fn active_count(&self) -> usize {
+        self.active.lock().expect("jobs lock").len()
+    }
+
+    /// Whether a new job would be admitted now (checked before accepting an upload's body).
+    pub fn check_room(&self) -> Result<(), AdmitError> {
+        if self.is_draining() {
+            return Err(AdmitError::Draining);
+        }
+        match self.active_count() {
+            n if n >= self.capacity => Err(AdmitError::Busy(n)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Seconds until a `duration_seconds` source would be ready here, from this instance's
+    /// measured speed.
+    pub fn estimate_seconds(&self, duration_seconds: f64) -> f64 {
+        let speed = *self.speed.lock().expect("speed lock");
+        (duration_seconds * speed).ceil()
+    }
+
+    /// Admits `request` unless the same video is already queued, running or done from the same
+    /// source (then that job is returned), the queue is full, or the instance is stopping.
+    pub async fn submit(self: &Arc<Self>, request: JobRequest) -> Result<Admitted, AdmitError> {
+        let input = request.source.uri();
+        if let Some(existing) = self.existing(&request.video_id, &input)? {
+            return Ok(Admitted::Existing(existing));
+        }
+        let previous = publish::read_status(self.output.as_ref(), &request.video_id).await;
+        if let Some(done) = previous.filter(|p| {
+            p.input.as_deref() == Some(input.as_str())
+                && matches!(p.state, JobState::Ready | JobState::Partial)
+        }) {
+            return Ok(Admitted::Existing(done));
+        }
+
+        let mut active = self.active.lock().expect("jobs lock");
+        // Checked again: another request may have admitted it while status.json was read.
+        if let Some(job) = active.get(&request.video_id) {
+            return match job.input == input {
+                true => Ok(Admitted::Existing(job.status.borrow().clone())),
+                false => Err(AdmitError::Conflict(request.video_id)),
+            };
+        }
+        if self.is_draining() {
+            return Err(AdmitError::Draining);
+        }
+        if active.len() >= self.capacity {
+            return Err(AdmitError::Busy(active.len()));
+        }
+        let mut queued = JobStatus::queued(&request.video_id);
+        queued.input = Some(input.clone());
+        queued.metadata = request.metadata.clone();
+        let (updates, status) = watch::channel(queued.clone());
+        active.insert(
+            request.video_id.clone(),
+            Active {
+                input,
+                status: status.clone(),
+            },
+        );
+        metrics::gauge!("transcoder_jobs_active").set(active.len() as f64);
+        drop(active);
+
+        let jobs = self.clone();
+        let span = tracing::info_span!("job", video_id = %request.video_id);
+        self.tasks.spawn(
+            async move {
+                let video_id = request.video_id.clone();
+                let engine = jobs.engine.clone();
+                let cancel = jobs.cancel.child_token();
+                // Its own task, so a panic fails this job and nothing else.
+                let job =
+                    tokio::spawn(async move { run::run(request, &engine, cancel, updates).await });
+                let last = match job.await {
+                    Ok(last) => last,
+                    Err(e) => {
+                        tracing::error!("the job crashed: {e}");
+                        let mut last = status.borrow().clone();
+                        last.state = JobState::Failed;
+                        last.error = Some("internal error: the job crashed; see the logs".into());
+                        last.timestamps.finished = Some(Utc::now());
+                        publish::write_status(jobs.output.as_ref(), &last).await;
+                        last
+                    }
+                };
+                jobs.finished(&video_id, &last);
+            }
+            .instrument(span),
+        );
+        Ok(Admitted::New(queued))
+    }
+
+    fn existing(&self, video_id: &str, input: &str) -> Result<Option<JobStatus>, AdmitError> {
+        let active = self.active.lock().expect("jobs lock");
+        match active.get(video_id) {
+            Some(job) if job.input == input => Ok(Some(job.status.borrow().clone())),
+            Some(_) => Err(AdmitError::Conflict(video_id.into())),
+            None => Ok(None),
+        }
+    }
+
+    fn finished(&self, video_id: &str, last: &JobStatus) {
+        let mut active = self.active.lock().expect("jobs lock");
+        active.remove(video_id);
+        metrics::gauge!("transcoder_jobs_active").set(active.len() as f64);
+        drop(active);
+        let state = format!("{:?}", last.state).to_lowercase();
+        metrics::counter!("transcoder_jobs_total", "state" => state).increment(1);
+        let (Some(started), Some(finished), Some(source)) = (
+            last.timestamps.started,
+            last.timestamps.finished,
+            last.source.as_ref(),
+        ) else {
+            return;
+        };
+        if last.state == JobState::Ready && source.duration_seconds >= 1.0 {
+            let seconds = (finished - started).num_milliseconds() as f64 / 1000.0;
+            let mut speed = self.speed.lock().expect("speed lock");
+            *speed = 0.7 * *speed + 0.3 * (seconds / source.duration_seconds);
+        }
+    }
+
+    /// The live status of a job of this instance, else the one in the output store.
+    pub async fn status(&self, video_id: &str) -> Option<JobStatus> {
+        let live = self
+            .active
+            .lock()
+            .expect("jobs lock")
+            .get(video_id)
+            .map(|job| job.status.borrow().clone());
+        match live {
+            Some(status) => Some(status),
+            None => publish::read_status(self.output.as_ref(), video_id).await,
+        }
+    }
+
+    /// Refuses new work from now on (readiness fails) and stops every job's encodes; each job
+    /// writes status.json as `interrupted` with what it finished. Jobs that have not done so by
+    /// `deadline` are recorded as interrupted here.
+    pub async fn shutdown(&self, deadline: Instant) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let stuck: Vec<JobStatus> = self
+            .active
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .map(|job| job.status.borrow().clone())
+            .collect();
+        for mut status in stuck {
+            tracing::warn!(video_id = %status.video_id, "job did not stop in time");
+            status.state = JobState::Interrupted;
+            status.error = Some("interrupted by shutdown; trigger it again to resume".into());
+            status.timestamps.finished = Some(Utc::now());
+            let write = publish::write_status(self.output.as_ref(), &status);
+            let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+        }
+    }
+}
