@@ -184,6 +184,8 @@ fn pending(name: &str, kind: RenditionKind, tier: Tier, kbps: u32, frames: u64) 
         frames_expected: frames,
         error: None,
         codecs: None,
+        started: None,
+        finished: None,
     }
 }
 

@@ -355,9 +355,11 @@ impl Job<'_> {
         finished: &mut Finished,
         scratch: &Path,
     ) -> bool {
+        let now = Utc::now();
         self.tracker.update(|s| {
             for &i in members {
                 s.renditions[i].state = RenditionState::Encoding;
+                s.renditions[i].started = Some(now);
             }
         });
         let names: Vec<&str> = members
@@ -475,6 +477,7 @@ impl Job<'_> {
         self.tracker.update(|s| {
             let r = &mut s.renditions[i];
             r.state = RenditionState::Ready;
+            r.finished = Some(Utc::now());
             r.size_bytes = Some(rates.bytes);
             r.bitrate_kbps = Some(rates.average.div_ceil(1000));
             r.peak_bitrate_kbps = Some(rates.peak.div_ceil(1000));
@@ -495,9 +498,13 @@ impl Job<'_> {
         self.tracker.update(|s| {
             // A cancelled rendition is not a failed one: it is still to do, by a resumed run.
             let r = &mut s.renditions[i];
-            (r.state, r.error) = match cancelled {
-                true => (RenditionState::Pending, None),
-                false => (RenditionState::Failed, Some(reason.to_string())),
+            (r.state, r.error, r.finished) = match cancelled {
+                true => (RenditionState::Pending, None, None),
+                false => (
+                    RenditionState::Failed,
+                    Some(reason.to_string()),
+                    Some(Utc::now()),
+                ),
             };
         });
     }

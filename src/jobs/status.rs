@@ -70,6 +70,11 @@ pub struct RenditionStatus {
     /// it in the master playlist without re-reading it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codecs: Option<String>,
+    /// When its encode started and when it ended (ready or failed).
+    #[serde(default)]
+    pub started: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -219,6 +224,8 @@ mod tests {
             frames_expected: expected,
             error: None,
             codecs: None,
+            started: None,
+            finished: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Helpers for the CLI integration tests: clips made with the ffmpeg CLI at test time, running
-//! the `video-transcoder` binary, and reading back what it wrote (status.json, HLS playlists and
+//! Helpers for the integration tests: clips made with the ffmpeg CLI at test time, running
+//! the `video-transcoder` binary or the service, and reading back what it wrote (status.json, HLS playlists and
 //! ffprobe's view of the media). Each `check_*` function asserts the whole output contract so a
 //! test only adds what is specific to its source.
 //!
@@ -13,6 +13,7 @@ mod contract; // check_ready: the whole contract of a successful run
 mod ffprobe; // running ffprobe, decoded packets/frames, the source
 mod hls; // master and media playlists, peak/average bit rates
 mod renditions; // one video or audio rendition and its segments
+mod server; // the service in-process (spawn_app) or as a process, and an HTTP client
 mod status; // status.json, --json, failed jobs
 mod workspace; // clips, running the binary (Workspace, Run)
 
@@ -26,6 +27,8 @@ pub use ffprobe::*;
 pub use hls::*;
 #[allow(unused_imports)]
 pub use renditions::*;
+#[allow(unused_imports)]
+pub use server::*;
 #[allow(unused_imports)]
 pub use status::*;
 #[allow(unused_imports)]
