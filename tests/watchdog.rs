@@ -1,0 +1,113 @@
+//! The encode watchdog on a real pass: a source that stops delivering data (a named pipe the
+//! test starves) must end its renditions as "stalled" instead of leaving the job processing.
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ffmpeg_next::Rational;
+use video_transcoder::jobs::watchdog::{Limits, run_pass};
+use video_transcoder::media::ladder::{Ladder, select};
+use video_transcoder::media::mux::{SegmentType, Segmenting};
+use video_transcoder::media::pass::{PassSpec, VideoTarget};
+use video_transcoder::media::{self, source};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_stops_delivering_fails_as_stalled() {
+    media::init().unwrap();
+    let ws = Workspace::new("watchdog_stall");
+    // MPEG-TS reads front to back, so a prefix of it decodes until the data runs out.
+    let clip = ws.path().join("clip.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        clip.to_str().unwrap(),
+    ]);
+    let info = source::probe(
+        &clip,
+        source::Limits {
+            max_bytes: u64::MAX,
+            max_seconds: 3600,
+        },
+    )
+    .unwrap();
+    let fifo = ws.path().join("source.ts");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+
+    // The writer sends the first half, then goes silent for longer than the stall limit,
+    // then sends the rest so the blocked read returns and the pass can notice the stop.
+    let bytes = std::fs::read(&clip).unwrap();
+    let silence = Duration::from_secs(4);
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            let half = bytes.len() / 2;
+            pipe.write_all(&bytes[..half]).unwrap();
+            std::thread::sleep(silence);
+            let _ = pipe.write_all(&bytes[half..]); // the reader may be gone: fine
+        }
+    });
+
+    let rendition = select(&Ladder::default(), 320, 240).remove(0);
+    let frames = Arc::new(AtomicU64::new(0));
+    let spec = PassSpec {
+        source: fifo,
+        info,
+        video: vec![VideoTarget {
+            rendition,
+            dir: ws.subdir("out"),
+            frames: frames.clone(),
+        }],
+        audio: None,
+        preset: "ultrafast".into(),
+        fps: Rational::new(25, 1),
+        segmenting: Segmenting {
+            kind: SegmentType::Fmp4,
+            seconds: 4,
+        },
+        audio_kbps: 128,
+        encoder_threads: 1,
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let limits = Limits {
+        timeout: Duration::from_secs(120),
+        stall: Duration::from_secs(1),
+    };
+    let started = Instant::now();
+    let outcome = run_pass(
+        spec,
+        vec![frames.clone()],
+        limits,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    writer.join().unwrap();
+    let error = outcome.video[0]
+        .as_ref()
+        .expect_err("the pass must not succeed");
+    assert!(
+        error.to_string().contains("stalled"),
+        "expected a stall, got: {error}"
+    );
+    assert!(
+        frames.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the first half was encoded before the stall"
+    );
+    eprintln!("stalled pass ended after {:.1?}", started.elapsed());
+}
