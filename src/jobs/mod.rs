@@ -1,9 +1,11 @@
 //! Job lifecycle: plan renditions, schedule decode passes on the shared encode pool, publish
 //! HLS as tiers finish, and keep status.json honest throughout.
 
+mod outcome;
 pub mod plan;
 pub mod publish;
 pub mod registry;
+pub mod request;
 pub mod run;
 pub mod scheduler;
 pub mod status;
@@ -11,7 +13,8 @@ pub mod tracker;
 pub mod watchdog;
 
 pub use registry::{AdmitError, Admitted, Jobs};
-pub use run::{Engine, JobRequest, Source, run};
+pub use request::{Engine, JobRequest, Source};
+pub use run::run;
 pub use status::{JobState, JobStatus};
 
 /// A video id safe to use as a path component: 1–64 of `[A-Za-z0-9_-]`.

@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::publish;
-use super::run::{self, Engine, JobRequest};
+use super::request::{Engine, JobRequest};
+use super::run;
 use super::status::{JobState, JobStatus};
 use crate::storage::Store;
 

@@ -14,81 +14,20 @@ use tracing::Instrument;
 
 use super::plan::Plan;
 use super::publish::{self, Finished};
-use super::scheduler::{self, MemoryProbe, Scheduler};
-use super::status::{self, JobState, JobStatus, RenditionKind, RenditionState, RenditionStatus};
+use super::request::{Engine, JobRequest, Source};
+use super::scheduler;
+use super::status::{JobState, JobStatus, RenditionState, RenditionStatus};
 use super::tracker::Tracker;
-use super::watchdog::{self, Limits, blocking};
+use super::watchdog::{self, blocking};
 use crate::config::{DecodePlan, TranscodeSettings};
-use crate::media::master::{AudioVariant, VideoVariant};
+use crate::media;
 use crate::media::mux::Segmenting;
 use crate::media::pass::{AudioTarget, PassSpec, VideoTarget};
 use crate::media::source::{self, SourceInfo};
-use crate::media::{self, MediaError};
 use crate::storage::{Store, StoreError};
 
 /// How often status.json is rewritten while encoding, at the least.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where a job's source is.
-#[derive(Clone, Debug)]
-pub enum Source {
-    /// A local file named on the command line.
-    File(PathBuf),
-    /// An object in the input store.
-    Object { store: Arc<dyn Store>, key: String },
-}
-
-impl Source {
-    /// Names the source in status.json; equal names mean the same source.
-    pub fn uri(&self) -> String {
-        match self {
-            Source::File(path) => format!("file:{}", path.display()),
-            Source::Object { store, key } => format!("{}/{key}", store.describe()),
-        }
-    }
-}
-
-/// One video to transcode into the output store.
-#[derive(Clone, Debug)]
-pub struct JobRequest {
-    pub video_id: String,
-    pub source: Source,
-    pub output: Arc<dyn Store>,
-    /// The uploader's metadata object, copied into status.json.
-    pub metadata: Option<serde_json::Value>,
-}
-
-/// What every job on this instance runs with: the settings and the shared encode pool.
-#[derive(Clone)]
-pub struct Engine {
-    pub settings: Arc<TranscodeSettings>,
-    pub scheduler: Arc<Scheduler>,
-}
-
-impl Engine {
-    /// An engine whose pool keeps `memory_reserve` bytes free, as `memory` reads them.
-    pub fn new(
-        settings: TranscodeSettings,
-        memory: Arc<dyn MemoryProbe>,
-        memory_reserve: u64,
-    ) -> Self {
-        let capacity = settings.max_parallel_encodes as usize;
-        let wait = Duration::from_secs(settings.rendition_timeout);
-        Self {
-            settings: Arc::new(settings),
-            scheduler: Scheduler::new(capacity, memory, memory_reserve, wait),
-        }
-    }
-
-    /// The watchdog's limits for a source of `duration_seconds`.
-    fn limits(&self, duration_seconds: f64) -> Limits {
-        Limits {
-            timeout: Duration::from_secs(self.settings.rendition_timeout)
-                + Duration::from_secs_f64(duration_seconds.max(0.0)),
-            stall: Duration::from_secs(self.settings.stall_timeout),
-        }
-    }
-}
 
 /// Runs the job to a final state and returns its last status, which is also in status.json.
 /// Every outcome, including bad input and cancellation, ends there; this never panics on media
@@ -139,13 +78,13 @@ pub async fn run(
 }
 
 /// Why a job ended without finishing normally.
-struct JobEnd {
-    state: JobState,
-    reason: String,
+pub(super) struct JobEnd {
+    pub(super) state: JobState,
+    pub(super) reason: String,
 }
 
 impl JobEnd {
-    fn failed(reason: impl Into<String>) -> Self {
+    pub(super) fn failed(reason: impl Into<String>) -> Self {
         Self {
             state: JobState::Failed,
             reason: reason.into(),
@@ -161,25 +100,25 @@ impl JobEnd {
 }
 
 /// What one job works with; borrowed for the job's lifetime.
-struct Job<'a> {
-    request: &'a JobRequest,
-    engine: &'a Engine,
-    cancel: &'a CancellationToken,
-    tracker: &'a Arc<Tracker>,
+pub(super) struct Job<'a> {
+    pub(super) request: &'a JobRequest,
+    pub(super) engine: &'a Engine,
+    pub(super) cancel: &'a CancellationToken,
+    pub(super) tracker: &'a Arc<Tracker>,
     /// Keys this run wrote, removed again if the job ends with nothing playable.
-    published: Mutex<Vec<String>>,
+    pub(super) published: Mutex<Vec<String>>,
 }
 
 impl Job<'_> {
-    fn settings(&self) -> &TranscodeSettings {
+    pub(super) fn settings(&self) -> &TranscodeSettings {
         &self.engine.settings
     }
 
-    fn store(&self) -> &dyn Store {
+    pub(super) fn store(&self) -> &dyn Store {
         self.request.output.as_ref()
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(super) fn key(&self, rest: &str) -> String {
         publish::key(&self.request.video_id, rest)
     }
 
@@ -424,155 +363,6 @@ impl Job<'_> {
                 .await;
         }
         cancelled
-    }
-
-    /// Publishes rendition `i` (or records its failure); true if it was cancelled. `codecs` is
-    /// the video's RFC 6381 string, `None` for audio.
-    async fn record(
-        &self,
-        plan: &Plan,
-        i: usize,
-        result: Result<Option<String>, MediaError>,
-        seconds: f64,
-        scratch: &Path,
-        finished: &mut Finished,
-    ) -> bool {
-        let status = &plan.statuses[i];
-        let published = match result {
-            Ok(codecs) => {
-                let prefix = self.key(&format!("manifest/{}", status.name));
-                publish::rendition(self.store(), &scratch.join(&status.name), &prefix)
-                    .await
-                    .map(|(rates, keys)| {
-                        self.published.lock().expect("lock").extend(keys);
-                        (codecs, rates)
-                    })
-            }
-            Err(e) => Err(e),
-        };
-        let (codecs, rates) = match published {
-            Ok(done) => done,
-            Err(e) => {
-                self.fail_rendition(plan, i, &e.to_string(), scratch);
-                return matches!(e, MediaError::Cancelled);
-            }
-        };
-        let tier = status.tier.as_str();
-        metrics::counter!("transcoder_renditions_total", "state" => "ready", "tier" => tier)
-            .increment(1);
-        metrics::histogram!("transcoder_encode_seconds", "tier" => tier, "rendition" => status.name.clone())
-            .record(seconds);
-        let uri = status.playlist.clone();
-        match (&plan.videos[i], &codecs) {
-            (Some(r), Some(codecs)) => finished.videos.push(VideoVariant {
-                uri,
-                width: r.width,
-                height: r.height,
-                frame_rate: f64::from(plan.fps),
-                codecs: codecs.clone(),
-                rates,
-            }),
-            _ => finished.audio = Some(AudioVariant { uri, rates }),
-        }
-        self.tracker.update(|s| {
-            let r = &mut s.renditions[i];
-            r.state = RenditionState::Ready;
-            r.finished = Some(Utc::now());
-            r.size_bytes = Some(rates.bytes);
-            r.bitrate_kbps = Some(rates.average.div_ceil(1000));
-            r.peak_bitrate_kbps = Some(rates.peak.div_ceil(1000));
-            r.codecs = codecs;
-        });
-        false
-    }
-
-    fn fail_rendition(&self, plan: &Plan, i: usize, reason: &str, scratch: &Path) {
-        let status = &plan.statuses[i];
-        if reason != MediaError::Cancelled.to_string() {
-            tracing::warn!(rendition = %status.name, "rendition failed: {reason}");
-            metrics::counter!("transcoder_renditions_total", "state" => "failed", "tier" => status.tier.as_str())
-                .increment(1);
-        }
-        let _ = std::fs::remove_dir_all(scratch.join(&status.name));
-        let cancelled = reason == MediaError::Cancelled.to_string();
-        self.tracker.update(|s| {
-            // A cancelled rendition is not a failed one: it is still to do, by a resumed run.
-            let r = &mut s.renditions[i];
-            (r.state, r.error, r.finished) = match cancelled {
-                true => (RenditionState::Pending, None, None),
-                false => (
-                    RenditionState::Failed,
-                    Some(reason.to_string()),
-                    Some(Utc::now()),
-                ),
-            };
-        });
-    }
-
-    /// (Re)writes master.m3u8 once something plays; the first time makes the job playable.
-    async fn publish_master(&self, finished: &Finished, videos: usize) -> Result<(), JobEnd> {
-        let written = publish::master(self.store(), &self.request.video_id, finished, videos)
-            .await
-            .map_err(|e| JobEnd::failed(format!("writing the master playlist: {e}")))?;
-        let Some(key) = written else {
-            return Ok(());
-        };
-        self.published.lock().expect("lock").push(key.clone());
-        self.tracker.update(|s| {
-            if !s.playable {
-                s.playable = true;
-                s.timestamps.first_playable = Some(Utc::now());
-                tracing::info!("first playable");
-            }
-            s.master_playlist = Some(key);
-        });
-        Ok(())
-    }
-
-    /// `ready` when every rendition is, `partial` when some are, `failed` when nothing plays.
-    async fn finish(&self, info: &SourceInfo) -> Result<(), JobEnd> {
-        let status = self.tracker.snapshot();
-        let ready = |kind| {
-            let ready = |r: &&status::RenditionStatus| r.state == RenditionState::Ready;
-            status
-                .renditions
-                .iter()
-                .filter(|r| r.kind == kind)
-                .filter(ready)
-                .count()
-        };
-        let main = if info.video.is_some() {
-            RenditionKind::Video
-        } else {
-            RenditionKind::Audio
-        };
-        if ready(main) == 0 {
-            // Nothing to play: leave no half-made package behind, only status.json with why.
-            let keys = std::mem::take(&mut *self.published.lock().expect("lock"));
-            for key in keys {
-                let _ = self.store().delete(&key).await;
-            }
-            self.tracker.update(|s| {
-                s.playable = false;
-                s.master_playlist = None;
-            });
-            let reason = status.renditions.iter().find_map(|r| r.error.clone());
-            return Err(JobEnd::failed(
-                reason.unwrap_or_else(|| "no rendition was produced".into()),
-            ));
-        }
-        let all = status
-            .renditions
-            .iter()
-            .all(|r| r.state == RenditionState::Ready);
-        self.tracker.update(|s| {
-            s.state = if all {
-                JobState::Ready
-            } else {
-                JobState::Partial
-            }
-        });
-        Ok(())
     }
 }
 

@@ -1,0 +1,169 @@
+//! How a job ends up: each rendition published or failed, the master playlist over what is
+//! finished, and the job's final state.
+
+use std::path::Path;
+
+use chrono::Utc;
+
+use super::plan::Plan;
+use super::publish::{self, Finished};
+use super::run::{Job, JobEnd};
+use super::status::{JobState, RenditionKind, RenditionState, RenditionStatus};
+use crate::media::MediaError;
+use crate::media::master::{AudioVariant, VideoVariant};
+use crate::media::source::SourceInfo;
+
+impl Job<'_> {
+    /// Publishes rendition `i` (or records its failure); true if it was cancelled. `codecs` is
+    /// the video's RFC 6381 string, `None` for audio.
+    pub(super) async fn record(
+        &self,
+        plan: &Plan,
+        i: usize,
+        result: Result<Option<String>, MediaError>,
+        seconds: f64,
+        scratch: &Path,
+        finished: &mut Finished,
+    ) -> bool {
+        let status = &plan.statuses[i];
+        let published = match result {
+            Ok(codecs) => {
+                let prefix = self.key(&format!("manifest/{}", status.name));
+                publish::rendition(self.store(), &scratch.join(&status.name), &prefix)
+                    .await
+                    .map(|(rates, keys)| {
+                        self.published.lock().expect("lock").extend(keys);
+                        (codecs, rates)
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        let (codecs, rates) = match published {
+            Ok(done) => done,
+            Err(e) => {
+                self.fail_rendition(plan, i, &e.to_string(), scratch);
+                return matches!(e, MediaError::Cancelled);
+            }
+        };
+        let tier = status.tier.as_str();
+        metrics::counter!("transcoder_renditions_total", "state" => "ready", "tier" => tier)
+            .increment(1);
+        metrics::histogram!("transcoder_encode_seconds", "tier" => tier, "rendition" => status.name.clone())
+            .record(seconds);
+        let uri = status.playlist.clone();
+        match (&plan.videos[i], &codecs) {
+            (Some(r), Some(codecs)) => finished.videos.push(VideoVariant {
+                uri,
+                width: r.width,
+                height: r.height,
+                frame_rate: f64::from(plan.fps),
+                codecs: codecs.clone(),
+                rates,
+            }),
+            _ => finished.audio = Some(AudioVariant { uri, rates }),
+        }
+        self.tracker.update(|s| {
+            let r = &mut s.renditions[i];
+            r.state = RenditionState::Ready;
+            r.finished = Some(Utc::now());
+            r.size_bytes = Some(rates.bytes);
+            r.bitrate_kbps = Some(rates.average.div_ceil(1000));
+            r.peak_bitrate_kbps = Some(rates.peak.div_ceil(1000));
+            r.codecs = codecs;
+        });
+        false
+    }
+
+    pub(super) fn fail_rendition(&self, plan: &Plan, i: usize, reason: &str, scratch: &Path) {
+        let status = &plan.statuses[i];
+        if reason != MediaError::Cancelled.to_string() {
+            tracing::warn!(rendition = %status.name, "rendition failed: {reason}");
+            metrics::counter!("transcoder_renditions_total", "state" => "failed", "tier" => status.tier.as_str())
+                .increment(1);
+        }
+        let _ = std::fs::remove_dir_all(scratch.join(&status.name));
+        let cancelled = reason == MediaError::Cancelled.to_string();
+        self.tracker.update(|s| {
+            // A cancelled rendition is not a failed one: it is still to do, by a resumed run.
+            let r = &mut s.renditions[i];
+            (r.state, r.error, r.finished) = match cancelled {
+                true => (RenditionState::Pending, None, None),
+                false => (
+                    RenditionState::Failed,
+                    Some(reason.to_string()),
+                    Some(Utc::now()),
+                ),
+            };
+        });
+    }
+
+    /// (Re)writes master.m3u8 once something plays; the first time makes the job playable.
+    pub(super) async fn publish_master(
+        &self,
+        finished: &Finished,
+        videos: usize,
+    ) -> Result<(), JobEnd> {
+        let written = publish::master(self.store(), &self.request.video_id, finished, videos)
+            .await
+            .map_err(|e| JobEnd::failed(format!("writing the master playlist: {e}")))?;
+        let Some(key) = written else {
+            return Ok(());
+        };
+        self.published.lock().expect("lock").push(key.clone());
+        self.tracker.update(|s| {
+            if !s.playable {
+                s.playable = true;
+                s.timestamps.first_playable = Some(Utc::now());
+                tracing::info!("first playable");
+            }
+            s.master_playlist = Some(key);
+        });
+        Ok(())
+    }
+
+    /// `ready` when every rendition is, `partial` when some are, `failed` when nothing plays.
+    pub(super) async fn finish(&self, info: &SourceInfo) -> Result<(), JobEnd> {
+        let status = self.tracker.snapshot();
+        let ready = |kind| {
+            let ready = |r: &&RenditionStatus| r.state == RenditionState::Ready;
+            status
+                .renditions
+                .iter()
+                .filter(|r| r.kind == kind)
+                .filter(ready)
+                .count()
+        };
+        let main = if info.video.is_some() {
+            RenditionKind::Video
+        } else {
+            RenditionKind::Audio
+        };
+        if ready(main) == 0 {
+            // Nothing to play: leave no half-made package behind, only status.json with why.
+            let keys = std::mem::take(&mut *self.published.lock().expect("lock"));
+            for key in keys {
+                let _ = self.store().delete(&key).await;
+            }
+            self.tracker.update(|s| {
+                s.playable = false;
+                s.master_playlist = None;
+            });
+            let reason = status.renditions.iter().find_map(|r| r.error.clone());
+            return Err(JobEnd::failed(
+                reason.unwrap_or_else(|| "no rendition was produced".into()),
+            ));
+        }
+        let all = status
+            .renditions
+            .iter()
+            .all(|r| r.state == RenditionState::Ready);
+        self.tracker.update(|s| {
+            s.state = if all {
+                JobState::Ready
+            } else {
+                JobState::Partial
+            }
+        });
+        Ok(())
+    }
+}
