@@ -86,11 +86,12 @@ impl Job<'_> {
         self.tracker.update(|s| {
             // A cancelled rendition is not a failed one: it is still to do, by a resumed run.
             let r = &mut s.renditions[i];
-            (r.state, r.error, r.finished) = match cancelled {
-                true => (RenditionState::Pending, None, None),
+            (r.state, r.error, r.started, r.finished) = match cancelled {
+                true => (RenditionState::Pending, None, None, None),
                 false => (
                     RenditionState::Failed,
                     Some(reason.to_string()),
+                    r.started,
                     Some(Utc::now()),
                 ),
             };
@@ -113,7 +114,8 @@ impl Job<'_> {
         self.tracker.update(|s| {
             if !s.playable {
                 s.playable = true;
-                s.timestamps.first_playable = Some(Utc::now());
+                // A resumed job keeps the moment its earlier run became playable.
+                s.timestamps.first_playable.get_or_insert_with(Utc::now);
                 tracing::info!("first playable");
             }
             s.master_playlist = Some(key);

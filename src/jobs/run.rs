@@ -210,6 +210,7 @@ impl Job<'_> {
         {
             return;
         }
+        let first_playable = previous.timestamps.first_playable;
         let mut kept: Vec<RenditionStatus> = Vec::new();
         for r in previous.renditions {
             let playlist = self.key(&format!("manifest/{}", r.playlist));
@@ -225,6 +226,9 @@ impl Job<'_> {
                 kept = count,
                 "resuming: renditions already published are kept"
             );
+            // It has been playable since the earlier run made it so.
+            self.tracker
+                .update(|s| s.timestamps.first_playable = first_playable);
         }
     }
 
