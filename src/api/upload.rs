@@ -5,8 +5,10 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Multipart, State, multipart::Field};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -19,10 +21,53 @@ const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Room for multipart framing and the metadata part beyond the file itself.
 const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 
+/// Body bytes read and thrown away after refusing an upload, at most, and for how long.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
 pub async fn upload(
     State(state): State<AppState>,
+    version: Version,
     headers: HeaderMap,
     mut multipart: Multipart,
+) -> Response {
+    match receive(&state, &headers, &mut multipart).await {
+        Ok(response) => response,
+        Err(error) => refuse(error, version, multipart),
+    }
+}
+
+/// Answers with `error`, and reads the rest of the body in the background (up to a cap): an
+/// HTTP/1.1 client still sending would otherwise see a broken pipe instead of the answer.
+fn refuse(error: ApiError, version: Version, mut multipart: Multipart) -> Response {
+    tokio::spawn(async move {
+        let mut left = DRAIN_BYTES;
+        let drain = async {
+            while let Ok(Some(mut field)) = multipart.next_field().await {
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    left = left.saturating_sub(chunk.len());
+                    if left == 0 {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    });
+    let mut response = error.into_response();
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Stores the upload and queues its job.
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    multipart: &mut Multipart,
 ) -> Result<Response, ApiError> {
     let max = state.settings.transcode.max_video_size;
     let declared = headers
@@ -43,7 +88,7 @@ pub async fn upload(
                 Some("file") if stored.is_none() => {
                     let name = safe_file_name(field.file_name())?;
                     let key = format!("pending/{video_id}_{name}");
-                    let size = stream_to_store(&state, &key, field, max).await?;
+                    let size = stream_to_store(state, &key, field, max).await?;
                     stored = Some((key, size));
                 }
                 Some("file") => {
@@ -71,7 +116,7 @@ pub async fn upload(
     metrics::counter!("transcoder_upload_bytes_total").increment(size);
     tracing::info!(%video_id, size, key = %key, "upload stored");
 
-    let duration = source_duration(&state, &key).await;
+    let duration = source_duration(state, &key).await;
     let request = JobRequest {
         video_id,
         source: Source::Object {
@@ -90,7 +135,7 @@ pub async fn upload(
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(Accepted::new(&state, &status, duration)),
+        Json(Accepted::new(state, &status, duration)),
     )
         .into_response())
 }
@@ -144,12 +189,15 @@ async fn stream_to_store(
     }
 }
 
-async fn read_metadata(field: Field<'_>) -> Result<serde_json::Value, ApiError> {
-    let bytes = field.bytes().await.map_err(bad_multipart)?;
-    if bytes.len() > MAX_METADATA_BYTES {
-        return Err(ApiError::BadRequest(format!(
-            "`metadata` is larger than {MAX_METADATA_BYTES} bytes"
-        )));
+async fn read_metadata(mut field: Field<'_>) -> Result<serde_json::Value, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_METADATA_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "`metadata` is larger than {MAX_METADATA_BYTES} bytes"
+            )));
+        }
     }
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(value @ serde_json::Value::Object(_)) => Ok(value),

@@ -62,6 +62,15 @@ pub enum AdmitError {
     Conflict(String),
 }
 
+/// Jobs not yet in a final state: a job that has just ended stays in the map until its last
+/// status.json write, but no longer takes a place in the queue.
+fn unfinished(active: &HashMap<String, Active>) -> usize {
+    active
+        .values()
+        .filter(|job| !job.status.borrow().state.is_final())
+        .count()
+}
+
 impl Jobs {
     pub fn new(engine: Engine, output: Arc<dyn Store>, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
@@ -90,7 +99,7 @@ impl Jobs {
 
     /// Jobs queued or running.
     pub fn active_count(&self) -> usize {
-        self.active.lock().expect("jobs lock").len()
+        unfinished(&self.active.lock().expect("jobs lock"))
     }
 
     /// Whether a new job would be admitted now (checked before accepting an upload's body).
@@ -137,8 +146,9 @@ impl Jobs {
         if self.is_draining() {
             return Err(AdmitError::Draining);
         }
-        if active.len() >= self.capacity {
-            return Err(AdmitError::Busy(active.len()));
+        let running = unfinished(&active);
+        if running >= self.capacity {
+            return Err(AdmitError::Busy(running));
         }
         let mut queued = JobStatus::queued(&request.video_id);
         queued.input = Some(input.clone());
@@ -151,7 +161,7 @@ impl Jobs {
                 status: status.clone(),
             },
         );
-        metrics::gauge!("transcoder_jobs_active").set(active.len() as f64);
+        metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
         drop(active);
 
         let jobs = self.clone();
@@ -195,7 +205,7 @@ impl Jobs {
     fn finished(&self, video_id: &str, last: &JobStatus) {
         let mut active = self.active.lock().expect("jobs lock");
         active.remove(video_id);
-        metrics::gauge!("transcoder_jobs_active").set(active.len() as f64);
+        metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
         drop(active);
         let state = format!("{:?}", last.state).to_lowercase();
         metrics::counter!("transcoder_jobs_total", "state" => state).increment(1);
