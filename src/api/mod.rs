@@ -82,10 +82,13 @@ impl Accepted {
         let id = &status.video_id;
         Self {
             video_id: id.clone(),
-            status: format!("{:?}", status.state).to_lowercase(),
+            status: status.state.as_str().into(),
             status_url: format!("/video-status/{id}"),
             playback_url: format!("{}/videos/{id}/manifest/master.m3u8", state.public_base_url),
-            estimated_time: duration_seconds.map(|d| state.jobs.estimate_seconds(d)),
+            estimated_time: match status.state.is_final() {
+                true => Some(0.0),
+                false => duration_seconds.map(|d| state.jobs.estimate_seconds(d)),
+            },
         }
     }
 }

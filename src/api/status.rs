@@ -105,7 +105,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .set(state.jobs.engine().scheduler.queue_depth() as f64);
     metrics::gauge!("transcoder_jobs_active").set(state.jobs.active_count() as f64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

@@ -107,14 +107,12 @@ pub async fn transcode(
     Ok((code, Json(Accepted::new(&state, &status, duration))).into_response())
 }
 
-/// A store that is a bucket only takes triggers naming it; a local store takes any name.
+/// A store that is a bucket only takes triggers naming it (or naming none: the service's own);
+/// a local store takes any name.
 fn check_bucket(field: &str, named: Option<&str>, served: Option<&str>) -> Result<(), ApiError> {
     match (named, served) {
         (Some(named), Some(served)) if named != served => Err(ApiError::BadRequest(format!(
             "{field} `{named}` is not served by this service (it uses `{served}`)"
-        ))),
-        (None, Some(served)) => Err(ApiError::BadRequest(format!(
-            "{field} is missing (this service uses `{served}`)"
         ))),
         _ => Ok(()),
     }

@@ -2,7 +2,7 @@
 //! job, their live status, what this instance has learnt about its own speed, and an orderly
 //! stop on shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +37,39 @@ pub struct Jobs {
     draining: AtomicBool,
     /// Measured wall seconds per source second of finished jobs (moving average).
     speed: Mutex<f64>,
+    /// Statuses of jobs that ended ready or partial here lately (they no longer change), so
+    /// polls for them need no store read.
+    recent: Mutex<Recent>,
+}
+
+/// The last `RECENT_JOBS` final statuses, oldest dropped first.
+#[derive(Default)]
+struct Recent {
+    statuses: HashMap<String, JobStatus>,
+    order: VecDeque<String>,
+}
+
+const RECENT_JOBS: usize = 1000;
+
+impl Recent {
+    fn remember(&mut self, status: JobStatus) {
+        if self
+            .statuses
+            .insert(status.video_id.clone(), status.clone())
+            .is_none()
+        {
+            self.order.push_back(status.video_id);
+        }
+        while self.order.len() > RECENT_JOBS {
+            if let Some(old) = self.order.pop_front() {
+                self.statuses.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, video_id: &str) -> Option<JobStatus> {
+        self.statuses.get(video_id).cloned()
+    }
 }
 
 struct Active {
@@ -82,6 +115,7 @@ impl Jobs {
             tasks: TaskTracker::new(),
             draining: AtomicBool::new(false),
             speed: Mutex::new(INITIAL_SECONDS_PER_SECOND),
+            recent: Mutex::new(Recent::default()),
         })
     }
 
@@ -207,8 +241,13 @@ impl Jobs {
         active.remove(video_id);
         metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
         drop(active);
-        let state = format!("{:?}", last.state).to_lowercase();
-        metrics::counter!("transcoder_jobs_total", "state" => state).increment(1);
+        if matches!(last.state, JobState::Ready | JobState::Partial) {
+            self.recent
+                .lock()
+                .expect("recent lock")
+                .remember(last.clone());
+        }
+        metrics::counter!("transcoder_jobs_total", "state" => last.state.as_str()).increment(1);
         let (Some(started), Some(finished), Some(source)) = (
             last.timestamps.started,
             last.timestamps.finished,
@@ -231,7 +270,11 @@ impl Jobs {
             .expect("jobs lock")
             .get(video_id)
             .map(|job| job.status.borrow().clone());
-        match live {
+        if live.is_some() {
+            return live;
+        }
+        let recent = self.recent.lock().expect("recent lock").get(video_id);
+        match recent {
             Some(status) => Some(status),
             None => publish::read_status(self.output.as_ref(), video_id).await,
         }

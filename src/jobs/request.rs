@@ -20,11 +20,15 @@ pub enum Source {
 }
 
 impl Source {
-    /// Names the source in status.json; equal names mean the same source.
+    /// Names the source in status.json; equal names mean the same source. An object in a
+    /// bucket is `gs://bucket/key`; in a local store just its key (no server paths shown).
     pub fn uri(&self) -> String {
         match self {
             Source::File(path) => format!("file:{}", path.display()),
-            Source::Object { store, key } => format!("{}/{key}", store.describe()),
+            Source::Object { store, key } => match store.bucket() {
+                Some(_) => format!("{}/{key}", store.describe()),
+                None => key.clone(),
+            },
         }
     }
 }

@@ -27,6 +27,18 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The state as status.json spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Processing => "processing",
+            JobState::Ready => "ready",
+            JobState::Partial => "partial",
+            JobState::Failed => "failed",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         !matches!(self, JobState::Queued | JobState::Processing)
     }

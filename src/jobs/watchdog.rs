@@ -39,7 +39,7 @@ pub async fn run_pass(
         video: (0..videos).map(|_| Err(e.clone())).collect(),
         audio: has_audio.then(|| Err(e.clone())),
     };
-    let task = blocking(move || Ok(pass::run(spec)));
+    let task = background_pass(spec);
     tokio::pin!(task);
 
     let progress = || {
@@ -108,6 +108,46 @@ fn relabel(outcome: PassOutcome, reason: &str) -> PassOutcome {
             .map(|r| r.map_err(relabel))
             .collect(),
         audio: outcome.audio.map(|r| r.map_err(relabel)),
+    }
+}
+
+/// How much lower than the HTTP side the encoders run (a nice value): under full CPU, status
+/// polls and uploads are still answered at once while encodes take what is left.
+const ENCODE_NICENESS: i32 = 10;
+
+/// Runs the pass on a thread of its own at a lower CPU priority, which its decoder, encoder and
+/// libx264 threads inherit; a panic in it becomes an error.
+async fn background_pass(spec: PassSpec) -> Result<PassOutcome, MediaError> {
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let span = tracing::Span::current();
+    let spawned = std::thread::Builder::new()
+        .name("decode-pass".into())
+        .spawn(move || {
+            // SAFETY: plain syscalls on the calling thread; on Linux the nice value is
+            // per thread and inherited by the threads it creates.
+            let lowered = unsafe {
+                libc::setpriority(
+                    libc::PRIO_PROCESS,
+                    libc::gettid() as libc::id_t,
+                    ENCODE_NICENESS,
+                )
+            };
+            if lowered != 0 {
+                tracing::debug!("could not lower the encode priority");
+            }
+            let run = std::panic::AssertUnwindSafe(|| span.in_scope(|| pass::run(spec)));
+            let _ = done.send(std::panic::catch_unwind(run));
+        });
+    if let Err(e) = spawned {
+        return Err(MediaError::Encode(format!(
+            "cannot start a decode thread: {e}"
+        )));
+    }
+    match outcome.await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        _ => Err(MediaError::Encode(
+            "internal error: the media task crashed".into(),
+        )),
     }
 }
 
