@@ -11,11 +11,20 @@ use super::run::{Job, JobEnd};
 use super::status::{JobState, RenditionKind, RenditionState, RenditionStatus};
 use crate::media::MediaError;
 use crate::media::master::{AudioVariant, VideoVariant};
+use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
 
+/// A rendition published by this run, not yet marked ready.
+pub(super) struct Done {
+    index: usize,
+    codecs: Option<String>,
+    rates: Rates,
+}
+
 impl Job<'_> {
-    /// Publishes rendition `i` (or records its failure); true if it was cancelled. `codecs` is
-    /// the video's RFC 6381 string, `None` for audio.
+    /// Publishes rendition `i` (or records its failure) and adds it to `finished` and `done`;
+    /// true if it was cancelled. `codecs` is the video's RFC 6381 string, `None` for audio.
+    /// Its status turns ready in `publish_master`, once the master playlist lists it.
     pub(super) async fn record(
         &self,
         plan: &Plan,
@@ -23,7 +32,7 @@ impl Job<'_> {
         result: Result<Option<String>, MediaError>,
         seconds: f64,
         scratch: &Path,
-        finished: &mut Finished,
+        (finished, done): (&mut Finished, &mut Vec<Done>),
     ) -> bool {
         let status = &plan.statuses[i];
         let published = match result {
@@ -62,14 +71,10 @@ impl Job<'_> {
             }),
             _ => finished.audio = Some(AudioVariant { uri, rates }),
         }
-        self.tracker.update(|s| {
-            let r = &mut s.renditions[i];
-            r.state = RenditionState::Ready;
-            r.finished = Some(Utc::now());
-            r.size_bytes = Some(rates.bytes);
-            r.bitrate_kbps = Some(rates.average.div_ceil(1000));
-            r.peak_bitrate_kbps = Some(rates.peak.div_ceil(1000));
-            r.codecs = codecs;
+        done.push(Done {
+            index: i,
+            codecs,
+            rates,
         });
         false
     }
@@ -98,24 +103,39 @@ impl Job<'_> {
         });
     }
 
-    /// (Re)writes master.m3u8 once something plays; the first time makes the job playable.
+    /// (Re)writes master.m3u8 over `finished` once something plays, then marks the renditions
+    /// in `done` ready in the same status update that makes the job playable, so the status
+    /// never names a ready rendition the master does not list yet.
     pub(super) async fn publish_master(
         &self,
         finished: &Finished,
         videos: usize,
+        done: Vec<Done>,
     ) -> Result<(), JobEnd> {
         let written = publish::master(self.store(), &self.request.video_id, finished, videos)
             .await
             .map_err(|e| JobEnd::failed(format!("writing the master playlist: {e}")))?;
-        let Some(key) = written else {
-            return Ok(());
-        };
-        self.published.lock().expect("lock").push(key.clone());
+        if let Some(key) = &written {
+            self.published.lock().expect("lock").push(key.clone());
+        }
+        let now = Utc::now();
         self.tracker.update(|s| {
+            for d in done {
+                let r = &mut s.renditions[d.index];
+                r.state = RenditionState::Ready;
+                r.finished = Some(now);
+                r.size_bytes = Some(d.rates.bytes);
+                r.bitrate_kbps = Some(d.rates.average.div_ceil(1000));
+                r.peak_bitrate_kbps = Some(d.rates.peak.div_ceil(1000));
+                r.codecs = d.codecs;
+            }
+            let Some(key) = written else {
+                return;
+            };
             if !s.playable {
                 s.playable = true;
                 // A resumed job keeps the moment its earlier run became playable.
-                s.timestamps.first_playable.get_or_insert_with(Utc::now);
+                s.timestamps.first_playable.get_or_insert(now);
                 tracing::info!("first playable");
             }
             s.master_playlist = Some(key);

@@ -242,7 +242,7 @@ impl Job<'_> {
         let counters = self.tracker.set_renditions(plan.statuses.clone());
         let videos = plan.video_count();
         if !finished.videos.is_empty() || (videos == 0 && finished.audio.is_some()) {
-            self.publish_master(finished, videos).await?;
+            self.publish_master(finished, videos, Vec::new()).await?;
         }
         let scheduler = &self.engine.scheduler;
         let to_encode = plan.videos_to_encode();
@@ -278,17 +278,17 @@ impl Job<'_> {
             };
             let cancelled = self
                 .encode_pass(info, plan, &members, &counters, finished, scratch)
-                .await;
+                .await?;
             if cancelled {
                 return Err(JobEnd::interrupted());
             }
-            self.publish_master(finished, videos).await?;
         }
         Ok(())
     }
 
-    /// Encodes the renditions `members` of `plan` in one decode and publishes each that
-    /// finishes; true if the job was cancelled meanwhile.
+    /// Encodes the renditions `members` of `plan` in one decode, publishes each that finishes,
+    /// rewrites the master playlist over them, then marks them ready; true if the job was
+    /// cancelled meanwhile.
     async fn encode_pass(
         &self,
         info: &SourceInfo,
@@ -297,7 +297,7 @@ impl Job<'_> {
         counters: &[Arc<std::sync::atomic::AtomicU64>],
         finished: &mut Finished,
         scratch: &Path,
-    ) -> bool {
+    ) -> Result<bool, JobEnd> {
         let now = Utc::now();
         self.tracker.update(|s| {
             for &i in members {
@@ -360,13 +360,22 @@ impl Job<'_> {
             .into_iter()
             .zip(outcome.video.into_iter().map(|r| r.map(Some)))
             .chain(audio_member.zip(outcome.audio.map(|r| r.map(|()| None))));
-        let mut cancelled = false;
+        let (mut cancelled, mut done) = (false, Vec::new());
         for (i, result) in results {
             cancelled |= self
-                .record(plan, i, result, seconds, scratch, finished)
+                .record(
+                    plan,
+                    i,
+                    result,
+                    seconds,
+                    scratch,
+                    (&mut *finished, &mut done),
+                )
                 .await;
         }
-        cancelled
+        self.publish_master(finished, plan.video_count(), done)
+            .await?;
+        Ok(cancelled)
     }
 }
 
