@@ -58,7 +58,7 @@ pub fn router(state: AppState) -> Router {
         router = router.nest("/videos", videos);
     }
     router
-        .route_layer(axum::middleware::from_fn_with_state(
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::request,
         ))

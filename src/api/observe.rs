@@ -11,13 +11,16 @@ use tracing::Instrument;
 use super::AppState;
 use crate::telemetry::cloud_trace;
 
-/// Runs the request inside a `request` span and counts it by route and status.
+/// Runs the request inside a `request` span and counts it by route pattern (never the raw
+/// path, which would make a label per video) and status.
 pub async fn request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string();
+    // The local CDN is a nested file service: no route pattern, so one label for all of it.
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(matched) => matched.as_str(),
+        None if request.uri().path().starts_with("/videos/") => "/videos/{path}",
+        None => "unmatched",
+    }
+    .to_string();
     let trace = request
         .headers()
         .get("x-cloud-trace-context")
