@@ -145,7 +145,8 @@ fn bad_multipart(e: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 /// Sends the part's chunks to the store as they arrive (a small bounded channel between the
-/// two, so a slow store slows the upload instead of filling memory).
+/// two, so a slow store slows the upload instead of filling memory). Both run in this request's
+/// task: if the client goes away, the store's write is dropped with it and keeps nothing.
 async fn stream_to_store(
     state: &AppState,
     key: &str,
@@ -157,31 +158,24 @@ async fn stream_to_store(
         rx.recv().await.map(|chunk| (chunk, rx))
     })
     .boxed();
-    let store = state.input.clone();
-    let key_owned = key.to_string();
-    let writer = tokio::spawn(async move { store.put_stream(&key_owned, body, max).await });
-    let mut read_error = None;
-    loop {
-        match field.chunk().await {
-            Ok(Some(chunk)) => {
-                if tx.send(Ok(chunk)).await.is_err() {
-                    break; // the store stopped (too large, or failed): its error says why
+    let feed = async move {
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return None; // the store stopped (too large, or failed): it says why
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    let cut = std::io::Error::other("the upload was cut short");
+                    let _ = tx.send(Err(cut)).await;
+                    return Some(bad_multipart(e));
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                let _ = tx
-                    .send(Err(std::io::Error::other("the upload was cut short")))
-                    .await;
-                read_error = Some(bad_multipart(e));
-                break;
-            }
         }
-    }
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("upload writer crashed: {e}")))?;
+    };
+    let (written, read_error) = tokio::join!(state.input.put_stream(key, body, max), feed);
     match (written, read_error) {
         (Err(crate::storage::StoreError::TooLarge(limit)), _) => Err(ApiError::TooLarge(limit)),
         (_, Some(e)) => Err(e),

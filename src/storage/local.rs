@@ -43,11 +43,21 @@ impl LocalStore {
     }
 }
 
-/// A sibling name for writing before the atomic rename.
-fn partial(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".partial-{}", uuid::Uuid::new_v4().simple()));
-    PathBuf::from(name)
+/// A temporary file beside `path`, renamed over it when complete and deleted if dropped first
+/// (a failed write, or a request that went away mid-upload, leaves nothing behind). Readable by
+/// all like any published file (a web server in front of the folder may run as another user).
+fn temporary_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(".partial-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+}
+
+/// Renames a finished temporary file to `path`.
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
 #[async_trait]
@@ -74,9 +84,11 @@ impl Store for LocalStore {
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.prepare(key).await?;
-        let tmp = partial(&path);
-        tokio::fs::write(&tmp, &bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
+        let tmp = temporary_beside(&path)?;
+        let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+        file.write_all(&bytes).await?;
+        file.flush().await?;
+        persist(tmp, &path)?;
         Ok(())
     }
 
@@ -87,42 +99,30 @@ impl Store for LocalStore {
         limit: u64,
     ) -> Result<u64, StoreError> {
         let path = self.prepare(key).await?;
-        let tmp = partial(&path);
-        let written = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            let mut size = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                size += chunk.len() as u64;
-                if size > limit {
-                    return Err(StoreError::TooLarge(limit));
-                }
-                file.write_all(&chunk).await?;
+        let tmp = temporary_beside(&path)?;
+        let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(StoreError::TooLarge(limit));
             }
-            file.flush().await?;
-            file.sync_all().await?;
-            Ok(size)
+            file.write_all(&chunk).await?;
         }
-        .await;
-        match written {
-            Ok(size) => {
-                tokio::fs::rename(&tmp, &path).await?;
-                Ok(size)
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
+        file.flush().await?;
+        file.sync_all().await?;
+        persist(tmp, &path)?;
+        Ok(size)
     }
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
         let path = self.prepare(key).await?;
         if tokio::fs::rename(file, &path).await.is_err() {
             // Scratch on another file system: copy beside, then rename into place.
-            let tmp = partial(&path);
-            tokio::fs::copy(file, &tmp).await?;
-            tokio::fs::rename(&tmp, &path).await?;
+            let tmp = temporary_beside(&path)?;
+            tokio::fs::copy(file, tmp.path()).await?;
+            persist(tmp, &path)?;
         }
         Ok(())
     }
@@ -173,5 +173,35 @@ mod tests {
         assert!(store.get("in/none").await.unwrap().is_none());
         assert!(store.get("../escape").await.is_err());
         store.check_writable().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_upload_abandoned_midway_leaves_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        // One chunk, then a client that never sends more and goes away.
+        let body = futures_util::stream::iter(vec![Ok(Bytes::from(vec![7u8; 4096]))])
+            .chain(futures_util::stream::pending())
+            .boxed();
+        let write = store.put_stream("pending/x.mp4", body, 1 << 20);
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(200), write).await;
+        assert!(dropped.is_err(), "the write was still waiting for data");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("pending"))
+                .unwrap()
+                .count(),
+            0
+        );
+
+        store
+            .put("videos/v/status.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(dir.path().join("videos/v/status.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "published files are readable by all");
     }
 }
