@@ -13,9 +13,6 @@ use common::*;
 use serde_json::{Value, json};
 use video_transcoder::jobs::scheduler::{decoder_bytes, encoder_bytes};
 
-/// Memory the guard sees as "plenty" (what `spawn_app` starts with).
-const PLENTY: u64 = 64 << 30;
-
 /// An RFC 3339 timestamp from status.json.
 fn at(v: &Value) -> DateTime<Utc> {
     let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
@@ -62,12 +59,6 @@ fn is_final(status: &Value) -> bool {
     !matches!(status["state"].as_str(), Some("queued" | "processing"))
 }
 
-async fn upload(api: &Api, clip: &Path) -> String {
-    let accepted = api.upload(clip, None).await;
-    assert_eq!(accepted.code, 202, "{:?}", accepted.body);
-    accepted.body["videoId"].as_str().unwrap().to_string()
-}
-
 /// The variant folder names (`360p`) of a master playlist served over HTTP.
 async fn master_variants(api: &Api, id: &str) -> Vec<String> {
     let (code, text) = api
@@ -92,9 +83,9 @@ async fn passes_start_by_tier_then_arrival_across_jobs() {
     let app = spawn_app(&["--max-parallel-encodes", "1", "--decode-plan", "per-tier"]).await;
     app.memory.0.store(0, Ordering::Relaxed);
 
-    let a = upload(&app.api, &clip_a).await;
+    let a = app.api.upload_accepted(&clip_a).await;
     app.api.wait_for(&a, |s| planned(s) || is_final(s)).await;
-    let b = upload(&app.api, &clip_b).await;
+    let b = app.api.upload_accepted(&clip_b).await;
     app.api.wait_for(&b, |s| planned(s) || is_final(s)).await;
     for id in [&a, &b] {
         let status = app.api.status(id).await;
@@ -104,7 +95,7 @@ async fn passes_start_by_tier_then_arrival_across_jobs() {
             "an encode started with no memory: {status:#}"
         );
     }
-    app.memory.0.store(PLENTY, Ordering::Relaxed);
+    app.memory.0.store(PLENTY_OF_MEMORY, Ordering::Relaxed);
 
     let sa = app.api.wait_final(&a).await;
     let sb = app.api.wait_final(&b).await;
@@ -164,7 +155,7 @@ async fn a_later_critical_pass_overtakes_a_waiting_standard_pass() {
     .await;
     app.memory.0.store(0, Ordering::Relaxed);
 
-    let a = upload(&app.api, &clip_a).await;
+    let a = app.api.upload_accepted(&clip_a).await;
     let planned_a = app.api.wait_for(&a, |s| planned(s) || is_final(s)).await;
     assert!(planned(&planned_a), "{planned_a:#}");
     let (critical, standard) = (
@@ -188,7 +179,7 @@ async fn a_later_critical_pass_overtakes_a_waiting_standard_pass() {
         }
     }
 
-    let b = upload(&app.api, &clip_b).await;
+    let b = app.api.upload_accepted(&clip_b).await;
     let sb = app.api.wait_final(&b).await;
     assert_eq!(sb["state"], "ready", "{sb:#}");
     assert!(
@@ -200,7 +191,7 @@ async fn a_later_critical_pass_overtakes_a_waiting_standard_pass() {
         rendition(&held, "720p")["started"].is_null(),
         "A's 720p started while memory was short: {held:#}"
     );
-    app.memory.0.store(PLENTY, Ordering::Relaxed);
+    app.memory.0.store(PLENTY_OF_MEMORY, Ordering::Relaxed);
 
     let sa = app.api.wait_final(&a).await;
     assert_eq!(sa["state"], "ready", "{sa:#}");
@@ -225,7 +216,7 @@ async fn low_memory_delays_encodes_until_memory_returns() {
     let app = spawn_app(&[]).await;
     app.memory.0.store(0, Ordering::Relaxed);
 
-    let id = upload(&app.api, &clip).await;
+    let id = app.api.upload_accepted(&clip).await;
     app.api.wait_for(&id, |s| planned(s) || is_final(s)).await;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -237,7 +228,7 @@ async fn low_memory_delays_encodes_until_memory_returns() {
         }
     }
     let released = Utc::now();
-    app.memory.0.store(PLENTY, Ordering::Relaxed);
+    app.memory.0.store(PLENTY_OF_MEMORY, Ordering::Relaxed);
 
     let status = app.api.wait_final(&id).await;
     assert_eq!(status["state"], "ready", "{status:#}");
@@ -264,7 +255,7 @@ async fn playable_with_critical_tier_before_premium_is_done() {
     let clip = ws.clip("clip.mp4", 2560, 1440, 2.0, false);
     let app = spawn_app(&["--max-parallel-encodes", "1"]).await;
 
-    let id = upload(&app.api, &clip).await;
+    let id = app.api.upload_accepted(&clip).await;
     let playable = app
         .api
         .wait_for(&id, |s| s["playable"] == true || is_final(s))
@@ -340,7 +331,7 @@ async fn sigterm_interrupts_and_a_new_trigger_encodes_only_what_is_missing() {
     let root = ws.subdir("root");
 
     let server = start_server(&root).await;
-    let id = upload(&server.api, &clip).await;
+    let id = server.api.upload_accepted(&clip).await;
     let seen = server
         .api
         .wait_for(&id, |s| {
@@ -455,7 +446,7 @@ async fn missing_source_fails_alone() {
         .trigger(&json!({"videoId": missing_id, "inputPath": key}), &[])
         .await;
     assert_eq!(accepted.code, 202, "{:?}", accepted.body);
-    let good = upload(&app.api, &clip).await;
+    let good = app.api.upload_accepted(&clip).await;
 
     let failed = app.api.wait_final(&missing_id).await;
     assert_eq!(failed["state"], "failed", "{failed:#}");

@@ -12,10 +12,11 @@
 mod contract; // check_ready: the whole contract of a successful run
 mod ffprobe; // running ffprobe, decoded packets/frames, the source
 mod hls; // master and media playlists, peak/average bit rates
+mod prometheus; // the Prometheus text format, scraping /metrics
 mod renditions; // one video or audio rendition and its segments
 mod server; // the service in-process (spawn_app) or as a process, and an HTTP client
 mod status; // status.json, --json, failed jobs
-mod workspace; // clips, running the binary (Workspace, Run)
+mod workspace; // clips, running the binary (Workspace, Run) and other tools
 
 // Everything is re-exported flat for `use common::*;`. Like dead_code above, a re-export a test
 // binary does not use is not an error: each binary uses a different subset.
@@ -25,6 +26,8 @@ pub use contract::*;
 pub use ffprobe::*;
 #[allow(unused_imports)]
 pub use hls::*;
+#[allow(unused_imports)]
+pub use prometheus::*;
 #[allow(unused_imports)]
 pub use renditions::*;
 #[allow(unused_imports)]

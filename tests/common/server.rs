@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use reqwest::multipart::Form;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use video_transcoder::config::ServeSettings;
@@ -16,6 +17,9 @@ use video_transcoder::jobs::scheduler::FixedMemory;
 
 /// Longest a test waits for a job to reach a final state.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Available memory as `spawn_app` starts it: more than any test's encodes need.
+pub const PLENTY_OF_MEMORY: u64 = 64 << 30;
 
 #[derive(Parser)]
 struct Settings {
@@ -45,7 +49,7 @@ pub fn settings(root: &Path, args: &[&str]) -> ServeSettings {
 pub struct TestApp {
     pub api: Api,
     pub root: tempfile::TempDir,
-    /// Available memory as the memory guard sees it; starts at 64 GiB.
+    /// Available memory as the memory guard sees it; starts at [`PLENTY_OF_MEMORY`].
     pub memory: Arc<FixedMemory>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -58,7 +62,7 @@ pub async fn spawn_app(args: &[&str]) -> TestApp {
     let settings = settings(root.path(), args);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let memory = Arc::new(FixedMemory(AtomicU64::new(64 << 30)));
+    let memory = Arc::new(FixedMemory(AtomicU64::new(PLENTY_OF_MEMORY)));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(video_transcoder::server::serve(
         listener,
@@ -88,6 +92,23 @@ impl TestApp {
 
     pub fn scratch_dir(&self) -> PathBuf {
         self.root.path().join("scratch")
+    }
+
+    /// Copies `clip` into the input store as `key`.
+    pub fn put_input(&self, key: &str, clip: &Path) {
+        let to = self.input_dir().join(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(clip, &to).unwrap();
+    }
+
+    /// Sets available memory to 0: jobs get planned, then wait in the scheduler.
+    pub fn hold_encodes(&self) {
+        self.memory.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Gives back [`PLENTY_OF_MEMORY`]: held encodes start.
+    pub fn release_encodes(&self) {
+        self.memory.0.store(PLENTY_OF_MEMORY, Ordering::Relaxed);
     }
 
     /// Sends the shutdown signal and waits for the service to return.
@@ -203,6 +224,25 @@ pub struct Answer {
     pub body: Value,
 }
 
+impl Answer {
+    /// Reads a response: status, headers, JSON body or `Null`.
+    pub async fn read(response: reqwest::Response) -> Self {
+        Self::try_read(response).await.unwrap()
+    }
+
+    /// [`Answer::read`], or the error when the body could not be read.
+    pub async fn try_read(response: reqwest::Response) -> Result<Self, reqwest::Error> {
+        let code = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        Ok(Self {
+            code,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        })
+    }
+}
+
 /// A client for the service's API.
 #[derive(Clone)]
 pub struct Api {
@@ -222,34 +262,37 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    async fn answer(response: reqwest::Response) -> Answer {
-        let code = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap();
-        Answer {
-            code,
-            headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
-    }
-
     /// `POST /upload` with `file` (streamed from disk) and an optional raw `metadata` part.
     pub async fn upload(&self, file: &Path, metadata: Option<&str>) -> Answer {
-        let mut form = reqwest::multipart::Form::new()
-            .file("file", file)
-            .await
-            .unwrap();
+        let mut form = Form::new().file("file", file).await.unwrap();
         if let Some(metadata) = metadata {
             form = form.text("metadata", metadata.to_string());
         }
+        self.upload_form(form).await
+    }
+
+    /// `POST /upload` of `file` that must be accepted (202); returns the new videoId.
+    pub async fn upload_accepted(&self, file: &Path) -> String {
+        let accepted = self.upload(file, None).await;
+        assert_eq!(accepted.code, 202, "{:?}", accepted.body);
+        accepted.body["videoId"].as_str().unwrap().to_string()
+    }
+
+    /// `POST /upload` with a hand-made multipart form.
+    pub async fn upload_form(&self, form: Form) -> Answer {
+        self.try_upload_form(form).await.unwrap()
+    }
+
+    /// `POST /upload` over HTTP/1.1; `Err` when the client got no answer at all (e.g. the
+    /// server closed the connection while the body was still being sent).
+    pub async fn try_upload_form(&self, form: Form) -> Result<Answer, reqwest::Error> {
         let response = self
             .http
             .post(self.url("/upload"))
             .multipart(form)
             .send()
-            .await
-            .unwrap();
-        Self::answer(response).await
+            .await?;
+        Answer::try_read(response).await
     }
 
     /// `POST /transcode` with a JSON body and extra headers (for CloudEvents).
@@ -262,11 +305,11 @@ impl Api {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        Self::answer(request.send().await.unwrap()).await
+        Answer::read(request.send().await.unwrap()).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        Self::answer(self.http.get(self.url(path)).send().await.unwrap()).await
+        Answer::read(self.http.get(self.url(path)).send().await.unwrap()).await
     }
 
     pub async fn text(&self, path: &str) -> (u16, String) {

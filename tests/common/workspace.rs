@@ -14,17 +14,27 @@ use super::hls::MasterPlaylist;
 /// How long one transcode may take before the test kills it and fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(480);
 
-/// Runs the ffmpeg CLI quietly and panics with its stderr if it fails.
-pub fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
-        .args(args)
+/// Runs `command` to the end and returns its stdout; panics with `missing` if it cannot start
+/// and with its stderr if it fails.
+pub fn checked_output(command: &mut Command, missing: &str) -> Vec<u8> {
+    let out = command
         .output()
-        .expect("ffmpeg CLI must be installed (apt-get install ffmpeg)");
+        .unwrap_or_else(|e| panic!("{missing}: {e}"));
     assert!(
         out.status.success(),
-        "ffmpeg {args:?} failed:\n{}",
+        "{command:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs the ffmpeg CLI quietly and panics with its stderr if it fails.
+pub fn ffmpeg(args: &[&str]) {
+    checked_output(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
+            .args(args),
+        "ffmpeg CLI must be installed (apt-get install ffmpeg)",
     );
 }
 

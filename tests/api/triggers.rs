@@ -1,0 +1,206 @@
+//! `POST /transcode`: the direct, Pub/Sub push and Eventarc CloudEvent shapes, and redelivery
+//! finding the existing job.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::support::*;
+
+/// The three trigger shapes start jobs for objects in the input store: a direct JSON trigger
+/// (202, its own videoId), a Pub/Sub push of a GCS OBJECT_FINALIZE notification (202, a videoId
+/// derived from the object), and an Eventarc binary CloudEvent for the same object (200, the
+/// same videoId: the existing job). Events of other types are acknowledged with 200 and
+/// `ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_shapes_direct_pubsub_and_cloudevent() {
+    let ws = Workspace::new("api_triggers");
+    let clip = small_clip(&ws, "clip.mp4");
+    let app = spawn_app(&[]).await;
+    app.put_input("incoming/a.mp4", &clip);
+    app.put_input("incoming/b.mp4", &clip);
+    let api = &app.api;
+
+    let direct = api
+        .trigger(&direct_trigger("shape-direct", "incoming/a.mp4"), &[])
+        .await;
+    assert_eq!(direct.code, 202, "{:?}", direct.body);
+    assert_eq!(direct.body["videoId"], "shape-direct");
+    assert_eq!(direct.body["statusUrl"], "/video-status/shape-direct");
+    assert!(
+        direct.body["estimatedTime"]
+            .as_f64()
+            .is_some_and(|t| t >= 1.0)
+    );
+
+    let object = gcs_object("incoming/b.mp4", "17");
+    let pushed = api
+        .trigger(&pubsub_push(&object, "OBJECT_FINALIZE"), &[])
+        .await;
+    assert_eq!(pushed.code, 202, "{:?}", pushed.body);
+    let derived = pushed.body["videoId"].as_str().unwrap().to_string();
+    uuid::Uuid::parse_str(&derived).expect("a derived videoId is a UUID");
+    assert_ne!(derived, "shape-direct");
+    assert_eq!(
+        pushed.body["playbackUrl"],
+        api.url(&format!("/videos/{derived}/manifest/master.m3u8"))
+    );
+
+    for id in ["shape-direct", derived.as_str()] {
+        let status = api.wait_final(id).await;
+        assert_eq!(status["state"], "ready", "{id}: {status:#}");
+    }
+    let input = api.status(&derived).await["input"].clone();
+    assert!(
+        input
+            .as_str()
+            .is_some_and(|i| i.ends_with("incoming/b.mp4")),
+        "{input}"
+    );
+
+    let event = cloud_event(api, "google.cloud.storage.object.v1.finalized", &object).await;
+    assert_eq!(event.code, 200, "{:?}", event.body);
+    assert_eq!(event.body["videoId"], derived.as_str());
+    assert_eq!(event.body["status"], "ready");
+    assert_eq!(api.status(&derived).await["state"], "ready");
+
+    let deleted = cloud_event(api, "google.cloud.storage.object.v1.deleted", &object).await;
+    assert_eq!(deleted.code, 200, "{:?}", deleted.body);
+    assert!(
+        deleted.body["ignored"]
+            .as_str()
+            .is_some_and(|why| !why.is_empty()),
+        "{:?}",
+        deleted.body
+    );
+    let deleted = api
+        .trigger(&pubsub_push(&object, "OBJECT_DELETE"), &[])
+        .await;
+    assert_eq!(deleted.code, 200, "{:?}", deleted.body);
+    assert!(deleted.body["ignored"].is_string(), "{:?}", deleted.body);
+    app.stop().await;
+}
+
+/// Redelivery is idempotent: while a job is queued or held in the scheduler, the same direct
+/// trigger or Pub/Sub message again answers 200 with the same videoId and a live state; the
+/// same videoId from another inputPath is 409; after `ready`, another delivery answers 200
+/// `ready` and encodes nothing again (rendition start times in status.json unchanged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_triggers_find_the_existing_job() {
+    let ws = Workspace::new("api_idempotent");
+    let clip = small_clip(&ws, "clip.mp4");
+    let app = spawn_app(&[]).await;
+    app.put_input("incoming/c.mp4", &clip);
+    app.put_input("incoming/d.mp4", &clip);
+    let api = &app.api;
+    app.hold_encodes();
+
+    let direct = direct_trigger("idem-direct", "incoming/c.mp4");
+    let push = pubsub_push(&gcs_object("incoming/d.mp4", "42"), "OBJECT_FINALIZE");
+    let mut ids = Vec::new();
+    for body in [&direct, &push] {
+        let first = api.trigger(body, &[]).await;
+        assert_eq!(first.code, 202, "{:?}", first.body);
+        let id = first.body["videoId"].as_str().unwrap().to_string();
+        let again = api.trigger(body, &[]).await;
+        assert_eq!(again.code, 200, "{:?}", again.body);
+        assert_eq!(again.body["videoId"], id.as_str());
+        let state = again.body["status"].as_str().unwrap();
+        assert!(matches!(state, "queued" | "processing"), "{state}");
+        ids.push(id);
+    }
+    for (id, body) in ids.iter().zip([&direct, &push]) {
+        wait_held(api, id).await;
+        let again = api.trigger(body, &[]).await;
+        assert_eq!(
+            (again.code, again.body["status"].as_str()),
+            (200, Some("processing"))
+        );
+    }
+
+    let other_source = direct_trigger("idem-direct", "incoming/d.mp4");
+    let message = assert_error(&api.trigger(&other_source, &[]).await, 409, "conflict");
+    assert!(message.contains("idem-direct"), "{message}");
+
+    app.release_encodes();
+    for (id, body) in ids.iter().zip([&direct, &push]) {
+        let status = api.wait_final(id).await;
+        assert_eq!(status["state"], "ready", "{status:#}");
+        let before = final_status_file(&app, id).await;
+        assert_eq!(before["state"], "ready", "{before:#}");
+        let starts = rendition_starts(&before);
+
+        let again = api.trigger(body, &[]).await;
+        assert_eq!(again.code, 200, "{:?}", again.body);
+        assert_eq!(again.body["videoId"], id.as_str());
+        assert_eq!(again.body["status"], "ready");
+        // A second job would show as queued here, then rewrite status.json.
+        assert_eq!(api.status(id).await["state"], "ready");
+        let after = status_file(&app, id).await;
+        assert_eq!(rendition_starts(&after), starts, "{id} was encoded again");
+        assert_eq!(after["timestamps"], before["timestamps"]);
+    }
+    app.stop().await;
+}
+
+/// A GCS object resource as notifications carry it.
+fn gcs_object(name: &str, generation: &str) -> Value {
+    json!({
+        "kind": "storage#object",
+        "bucket": "in",
+        "name": name,
+        "generation": generation,
+        "contentType": "video/mp4",
+        "size": "1234",
+    })
+}
+
+/// A Pub/Sub push envelope carrying a GCS notification for `object`.
+fn pubsub_push(object: &Value, event_type: &str) -> Value {
+    let data = base64::engine::general_purpose::STANDARD.encode(object.to_string());
+    json!({
+        "message": {
+            "data": data,
+            "attributes": {
+                "eventType": event_type,
+                "bucketId": object["bucket"],
+                "objectId": object["name"],
+                "objectGeneration": object["generation"],
+                "payloadFormat": "JSON_API_V1",
+            },
+            "messageId": "4242",
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": "projects/p/subscriptions/transcode",
+    })
+}
+
+/// Sends `object` as a binary-mode CloudEvent of type `kind` (as Eventarc does).
+async fn cloud_event(api: &Api, kind: &str, object: &Value) -> Answer {
+    let subject = format!("objects/{}", object["name"].as_str().unwrap());
+    let headers = [
+        ("ce-specversion", "1.0"),
+        ("ce-type", kind),
+        (
+            "ce-source",
+            "//storage.googleapis.com/projects/_/buckets/in",
+        ),
+        ("ce-subject", subject.as_str()),
+        ("ce-id", "8123456789"),
+        ("ce-time", "2026-01-01T00:00:00.000Z"),
+    ];
+    api.trigger(object, &headers).await
+}
+
+/// Every rendition's name and `started` time, which a second encode would change.
+fn rendition_starts(status: &Value) -> Vec<(String, String)> {
+    let renditions = status["renditions"].as_array().expect("renditions");
+    assert!(!renditions.is_empty(), "{status:#}");
+    renditions
+        .iter()
+        .map(|r| {
+            let started = r["started"].as_str().unwrap_or_else(|| panic!("{r}"));
+            (r["name"].as_str().unwrap().to_string(), started.to_string())
+        })
+        .collect()
+}
