@@ -111,9 +111,9 @@ fn relabel(outcome: PassOutcome, reason: &str) -> PassOutcome {
     }
 }
 
-/// How much lower than the HTTP side the encoders run (a nice value): under full CPU, status
-/// polls and uploads are still answered at once while encodes take what is left.
-const ENCODE_NICENESS: i32 = 10;
+/// The encoders' nice value (19, the lowest priority): under full CPU, status polls and uploads
+/// are still answered at once, while encodes lose nothing when nothing else wants the CPU.
+const ENCODE_NICENESS: i32 = 19;
 
 /// Runs the pass on a thread of its own at a lower CPU priority, which its decoder, encoder and
 /// libx264 threads inherit; a panic in it becomes an error.
