@@ -419,6 +419,70 @@ async fn sigterm_interrupts_and_a_new_trigger_encodes_only_what_is_missing() {
     );
 }
 
+/// A process killed outright (no shutdown grace) leaves status.json saying `processing`; once
+/// nobody has rewritten it for a minute, the status endpoint reports it `interrupted` with what
+/// to do, and a new trigger resumes it: the critical renditions published before the kill are
+/// kept, the 720p is encoded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_leaves_a_job_that_reads_interrupted_and_resumes() {
+    let ws = Workspace::new("sched_killed");
+    let clip = ws.clip("clip.mp4", 1280, 720, 8.0, true);
+    let root = ws.subdir("root");
+
+    let mut server = start_server(&root).await;
+    let id = server.api.upload_accepted(&clip).await;
+    let seen = server
+        .api
+        .wait_for(&id, |s| {
+            let encoding_720 = find(s, "720p").is_some_and(|r| r["state"] == "encoding");
+            (s["playable"] == true && encoding_720) || is_final(s)
+        })
+        .await;
+    assert_eq!(seen["state"], "processing", "{seen:#}");
+    server.child.kill().unwrap(); // SIGKILL: no chance to record anything
+    server.child.wait().unwrap();
+
+    // What the status file looks like a minute later: nobody has written it since.
+    let path = root.join(format!("cdn/videos/{id}/status.json"));
+    let mut left = read_json(&path);
+    assert_eq!(left["state"], "processing", "{left:#}");
+    let stale = (Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
+    left["timestamps"]["updated"] = json!(stale);
+    std::fs::write(&path, serde_json::to_vec_pretty(&left).unwrap()).unwrap();
+
+    let restarted = Utc::now();
+    let server = start_server(&root).await;
+    let shown = server.api.status(&id).await;
+    assert_eq!(shown["state"], "interrupted", "{shown:#}");
+    let reason = shown["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("trigger it again"), "{reason}");
+
+    let key = format!(
+        "pending/{}",
+        left["input"].as_str().unwrap().rsplit('/').next().unwrap()
+    );
+    let accepted = server
+        .api
+        .trigger(&json!({"videoId": id, "inputPath": key}), &[])
+        .await;
+    assert_eq!(accepted.code, 202, "{:?}", accepted.body);
+    let after = server.api.wait_final(&id).await;
+    assert_eq!(after["state"], "ready", "{after:#}");
+    for old in of_tier(&left, "critical") {
+        let name = old["name"].as_str().unwrap();
+        assert_eq!(old["state"], "ready", "{left:#}");
+        assert_eq!(
+            rendition(&after, name)["started"],
+            old["started"],
+            "{name} was encoded again: {after:#}"
+        );
+    }
+    assert!(at(&rendition(&after, "720p")["started"]) > restarted);
+    let (code, server) = terminate(server).await;
+    assert_eq!(code, Some(0), "log:\n{}", server.log_text());
+    assert_eq!(decode_passes(&server.log_text()), ["[\"720p\"]"]);
+}
+
 /// The `renditions` of every "decode pass started" line of a JSON server log.
 fn decode_passes(log: &str) -> Vec<String> {
     log.lines()

@@ -51,6 +51,10 @@ struct Recent {
 
 const RECENT_JOBS: usize = 1000;
 
+/// A running job's status.json is rewritten every second; one unchanged this long has no
+/// instance working on it.
+const ORPHANED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+
 impl Recent {
     fn remember(&mut self, status: JobStatus) {
         if self
@@ -262,7 +266,8 @@ impl Jobs {
         }
     }
 
-    /// The live status of a job of this instance, else the one in the output store.
+    /// The live status of a job of this instance, else the one in the output store (where a
+    /// `processing` job nobody has written for a minute is reported `interrupted`).
     pub async fn status(&self, video_id: &str) -> Option<JobStatus> {
         let live = self
             .active
@@ -276,7 +281,9 @@ impl Jobs {
         let recent = self.recent.lock().expect("recent lock").get(video_id);
         match recent {
             Some(status) => Some(status),
-            None => publish::read_status(self.output.as_ref(), video_id).await,
+            None => publish::read_status(self.output.as_ref(), video_id)
+                .await
+                .map(|s| s.orphaned(Utc::now(), ORPHANED_AFTER)),
         }
     }
 

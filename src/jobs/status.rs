@@ -107,6 +107,10 @@ pub struct Timestamps {
     pub started: Option<DateTime<Utc>>,
     pub first_playable: Option<DateTime<Utc>>,
     pub finished: Option<DateTime<Utc>>,
+    /// Last time the instance working on the job wrote it (every second while it runs): a
+    /// `queued` or `processing` status that stopped changing has no instance behind it.
+    #[serde(default)]
+    pub updated: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -150,6 +154,7 @@ impl JobStatus {
                 started: None,
                 first_playable: None,
                 finished: None,
+                updated: None,
             },
         }
     }
@@ -198,6 +203,21 @@ impl JobStatus {
             percent: (frames * 1000.0).round() / 10.0,
             eta_seconds,
         };
+    }
+
+    /// A `queued` or `processing` status not written for `after` belongs to an instance that
+    /// stopped (crashed, or killed without its shutdown grace): shown as `interrupted`, since a
+    /// new trigger resumes it.
+    pub fn orphaned(mut self, now: DateTime<Utc>, after: chrono::Duration) -> Self {
+        let last = self.timestamps.updated.unwrap_or(self.timestamps.queued);
+        if !self.state.is_final() && now - last > after {
+            self.state = JobState::Interrupted;
+            self.error = Some(format!(
+                "the instance working on this job stopped at {}; trigger it again to resume",
+                last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        self
     }
 
     /// Writes `path` atomically: readers see the old or the new file, never half of one.
@@ -265,6 +285,22 @@ mod tests {
         s.state = JobState::Partial;
         s.refresh_progress(start);
         assert_eq!(s.progress.percent, 100.0);
+    }
+
+    #[test]
+    fn a_status_nobody_writes_any_more_reads_as_interrupted() {
+        let now = Utc::now();
+        let mut s = JobStatus::queued("v");
+        s.state = JobState::Processing;
+        s.timestamps.updated = Some(now - chrono::Duration::seconds(5));
+        let minute = chrono::Duration::seconds(60);
+        assert_eq!(s.clone().orphaned(now, minute).state, JobState::Processing);
+        s.timestamps.updated = Some(now - chrono::Duration::seconds(120));
+        let orphan = s.clone().orphaned(now, minute);
+        assert_eq!(orphan.state, JobState::Interrupted);
+        assert!(orphan.error.unwrap().contains("trigger it again"));
+        s.state = JobState::Ready;
+        assert_eq!(s.orphaned(now, minute).state, JobState::Ready);
     }
 
     #[test]

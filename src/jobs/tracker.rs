@@ -37,7 +37,9 @@ impl Tracker {
         for (r, c) in status.renditions.iter_mut().zip(counters.iter()) {
             r.frames_done = r.frames_done.max(c.load(Ordering::Relaxed));
         }
-        status.refresh_progress(Utc::now());
+        let now = Utc::now();
+        status.refresh_progress(now);
+        status.timestamps.updated = Some(now);
         self.updates.send_replace(status.clone());
     }
 

@@ -249,6 +249,7 @@ fn job_status_schema_matches_the_rust_types() {
             started: Some(now),
             first_playable: Some(now),
             finished: Some(now),
+            updated: Some(now),
         },
     };
     let schema = json!({"$ref": "#/components/schemas/JobStatus"});
