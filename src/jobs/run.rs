@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::plan::Plan;
@@ -128,6 +129,18 @@ impl Job<'_> {
             s.state = JobState::Processing;
             s.timestamps.started = Some(Utc::now());
         });
+        // Progress and the `updated` time move every second, even while waiting for the pool:
+        // a status that stops changing means its instance is gone.
+        let _ticker = {
+            let tracker = self.tracker.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATUS_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    tracker.update(|_| {});
+                }
+            }))
+        };
         let scratch = tempfile::Builder::new()
             .prefix(&format!("vt-{}-", self.request.video_id))
             .tempdir_in(&self.settings().scratch_dir)
@@ -153,20 +166,9 @@ impl Job<'_> {
             self.resume(previous, &mut plan, &mut finished).await;
         }
 
-        let ticker = {
-            let tracker = self.tracker.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(STATUS_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    tracker.update(|_| {});
-                }
-            })
-        };
         let encoded = self
             .encode_all(&info, &plan, &mut finished, scratch.path())
             .await;
-        ticker.abort();
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
         self.finish(&info).await
