@@ -15,7 +15,7 @@ use crate::api::{self, AppState};
 use crate::config::ServeSettings;
 use crate::jobs::scheduler::MemoryProbe;
 use crate::jobs::{Engine, Jobs};
-use crate::{media, storage};
+use crate::{jobs, media, storage};
 
 /// Serves on `listener` until `shutdown` resolves, then: readiness fails and new work is
 /// refused, encodes stop and each job records `interrupted` with what it finished, in-flight
@@ -35,6 +35,10 @@ pub async fn serve(
             settings.transcode.scratch_dir.display()
         )
     })?;
+    let orphans = jobs::scratch::remove_orphans(&settings.transcode.scratch_dir);
+    if orphans > 0 {
+        tracing::info!(orphans, "removed scratch folders left by stopped processes");
+    }
     let address = listener.local_addr()?;
     let public_base_url = settings
         .public_base_url

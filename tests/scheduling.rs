@@ -422,7 +422,7 @@ async fn sigterm_interrupts_and_a_new_trigger_encodes_only_what_is_missing() {
 /// A process killed outright (no shutdown grace) leaves status.json saying `processing`; once
 /// nobody has rewritten it for a minute, the status endpoint reports it `interrupted` with what
 /// to do, and a new trigger resumes it: the critical renditions published before the kill are
-/// kept, the 720p is encoded again.
+/// kept, the 720p is encoded again. The new process removes the dead one's scratch folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_leaves_a_job_that_reads_interrupted_and_resumes() {
     let ws = Workspace::new("sched_killed");
@@ -450,8 +450,20 @@ async fn a_killed_instance_leaves_a_job_that_reads_interrupted_and_resumes() {
     left["timestamps"]["updated"] = json!(stale);
     std::fs::write(&path, serde_json::to_vec_pretty(&left).unwrap()).unwrap();
 
+    let scratch = |root: &Path| std::fs::read_dir(root.join("scratch")).unwrap().count();
+    assert_eq!(
+        scratch(&root),
+        1,
+        "the killed process left its scratch folder"
+    );
+
     let restarted = Utc::now();
     let server = start_server(&root).await;
+    assert_eq!(
+        scratch(&root),
+        0,
+        "the new process removed the dead one's scratch"
+    );
     let shown = server.api.status(&id).await;
     assert_eq!(shown["state"], "interrupted", "{shown:#}");
     let reason = shown["error"].as_str().unwrap_or_default();

@@ -8,6 +8,7 @@ pub mod registry;
 pub mod request;
 pub mod run;
 pub mod scheduler;
+pub mod scratch;
 pub mod status;
 pub mod tracker;
 pub mod watchdog;

@@ -17,6 +17,7 @@ use super::plan::Plan;
 use super::publish::{self, Finished};
 use super::request::{Engine, JobRequest, Source};
 use super::scheduler;
+use super::scratch;
 use super::status::{JobState, JobStatus, RenditionState, RenditionStatus};
 use super::tracker::Tracker;
 use super::watchdog::{self, blocking};
@@ -141,9 +142,7 @@ impl Job<'_> {
                 }
             }))
         };
-        let scratch = tempfile::Builder::new()
-            .prefix(&format!("vt-{}-", self.request.video_id))
-            .tempdir_in(&self.settings().scratch_dir)
+        let scratch = scratch::create(&self.settings().scratch_dir, &self.request.video_id)
             .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?;
         let source = self.fetch_source(scratch.path()).await?;
         let limits = source::Limits {
