@@ -180,12 +180,12 @@ impl Job<'_> {
             Source::File(path) => return Ok(path.clone()),
             Source::Object { store, key } => (store, key),
         };
-        let missing = || {
-            JobEnd::failed(format!(
-                "the source `{key}` does not exist in {}",
-                store.describe()
-            ))
+        // A bucket is named (the operator needs it); a local folder's path is not shown.
+        let place = match store.bucket() {
+            Some(_) => store.describe(),
+            None => "the input store".to_string(),
         };
+        let missing = || JobEnd::failed(format!("the source `{key}` does not exist in {place}"));
         if let Some(path) = store.local_path(key) {
             return if path.is_file() {
                 Ok(path)
@@ -198,8 +198,7 @@ impl Job<'_> {
             Ok(_) => Ok(to),
             Err(StoreError::NotFound(_)) => Err(missing()),
             Err(e) => Err(JobEnd::failed(format!(
-                "downloading `{key}` from {}: {e}",
-                store.describe()
+                "downloading `{key}` from {place}: {e}"
             ))),
         }
     }
