@@ -1,6 +1,7 @@
 //! Scheduling contracts of the service, end to end on a real server: priority across jobs (tier,
-//! then arrival), the memory guard, playable before ready, resume after SIGTERM, and a failing
-//! job next to a healthy one. Orderings are asserted from status timestamps, never wall time.
+//! then arrival), the memory guard, playable before ready, shutdown and resume (SIGTERM, SIGKILL),
+//! and a failing job next to a healthy one. Orderings come from status timestamps, never wall
+//! time.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use video_transcoder::jobs::scheduler::{decoder_bytes, encoder_bytes};
 
@@ -493,6 +495,42 @@ async fn a_killed_instance_leaves_a_job_that_reads_interrupted_and_resumes() {
     let (code, server) = terminate(server).await;
     assert_eq!(code, Some(0), "log:\n{}", server.log_text());
     assert_eq!(decode_passes(&server.log_text()), ["[\"720p\"]"]);
+}
+
+/// SIGTERM with an upload still arriving: the server lets the request finish and answers it
+/// (503, shutting down: the file is not kept and no job starts), then exits 0 within its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_an_upload_in_flight() {
+    let ws = Workspace::new("sched_inflight");
+    let root = ws.subdir("root");
+    let server = start_server(&root).await;
+
+    // 2 MiB sent in 20 slow chunks: about 2 s on the wire.
+    let chunks = futures_util::stream::iter(0..20).then(|_| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::io::Error>(vec![0u8; 100 * 1024])
+    });
+    let part =
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(chunks)).file_name("slow.mp4");
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let api = server.api.clone();
+    let upload = tokio::spawn(async move { api.try_upload_form(form).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (code, server) = terminate(server).await;
+    let answer = upload
+        .await
+        .unwrap()
+        .expect("the upload in flight got an answer");
+    assert_eq!(answer.code, 503, "{:?}", answer.body);
+    assert_eq!(
+        answer.body["error"]["code"], "unavailable",
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(code, Some(0), "log:\n{}", server.log_text());
+    let kept = files_under(&root.join("input"));
+    assert!(kept.is_empty(), "the refused upload was kept: {kept:?}");
 }
 
 /// The `renditions` of every "decode pass started" line of a JSON server log.
