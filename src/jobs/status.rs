@@ -1,7 +1,5 @@
 //! status.json: what a player or operator polls. Rewritten atomically on every change.
 
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -219,20 +217,6 @@ impl JobStatus {
         }
         self
     }
-
-    /// Writes `path` atomically: readers see the old or the new file, never half of one.
-    pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(path, &json)
-    }
-}
-
-/// Write to a sibling temporary file, then rename over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -301,22 +285,5 @@ mod tests {
         assert!(orphan.error.unwrap().contains("trigger it again"));
         s.state = JobState::Ready;
         assert_eq!(s.orphaned(now, minute).state, JobState::Ready);
-    }
-
-    #[test]
-    fn atomic_write_replaces_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("status.json");
-        let mut s = JobStatus::queued("v");
-        s.write_atomic(&path).unwrap();
-        s.state = JobState::Failed;
-        s.write_atomic(&path).unwrap();
-        let back: JobStatus = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(back.state, JobState::Failed);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
     }
 }

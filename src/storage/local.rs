@@ -194,10 +194,18 @@ mod tests {
             0
         );
 
-        store
-            .put("videos/v/status.json", Bytes::from_static(b"{}"))
-            .await
-            .unwrap();
+        for body in [&b"{}"[..], br#"{"a":1}"#] {
+            store
+                .put("videos/v/status.json", Bytes::copy_from_slice(body))
+                .await
+                .unwrap();
+        }
+        let back = store.get("videos/v/status.json").await.unwrap().unwrap();
+        assert_eq!(back, r#"{"a":1}"#);
+        let files = std::fs::read_dir(dir.path().join("videos/v"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 1, "replaced in place, no temporary file left");
         let mode = std::fs::metadata(dir.path().join("videos/v/status.json"))
             .unwrap()
             .permissions()
