@@ -59,6 +59,7 @@ pub async fn transcode(args: TranscodeArgs) -> ExitCode {
         source: Source::File(args.input),
         output,
         metadata: None,
+        probe: None,
     };
     let memory = match SystemMemory::new() {
         Ok(memory) => Arc::new(memory),

@@ -169,6 +169,16 @@ impl Default for TranscodeSettings {
     }
 }
 
+impl TranscodeSettings {
+    /// The size and duration limits a source is probed under.
+    pub fn source_limits(&self) -> crate::media::source::Limits {
+        crate::media::source::Limits {
+            max_bytes: self.max_video_size,
+            max_seconds: self.max_duration,
+        }
+    }
+}
+
 fn default_parallelism() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }

@@ -89,7 +89,8 @@ pub async fn transcode(
         trigger.output_bucket.as_deref(),
         state.output().bucket(),
     )?;
-    let duration = upload::source_duration(&state, &trigger.input_path).await;
+    let probe = upload::probe_local(&state, &trigger.input_path).await;
+    let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {
         video_id: trigger.video_id,
         source: Source::Object {
@@ -98,6 +99,7 @@ pub async fn transcode(
         },
         output: state.output().clone(),
         metadata: None,
+        probe,
     };
     let (code, status) = match state.jobs.submit(request).await? {
         Admitted::New(status) => (StatusCode::ACCEPTED, status),

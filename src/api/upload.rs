@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{Accepted, ApiError, AppState};
 use crate::jobs::{Admitted, JobRequest, Source, watchdog};
-use crate::media::source;
+use crate::media::source::{self, SourceInfo};
 
 /// Largest `metadata` part.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
@@ -116,7 +116,8 @@ async fn receive(
     metrics::counter!("transcoder_upload_bytes_total").increment(size);
     tracing::info!(%video_id, size, key = %key, "upload stored");
 
-    let duration = source_duration(state, &key).await;
+    let probe = probe_local(state, &key).await;
+    let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {
         video_id,
         source: Source::Object {
@@ -125,6 +126,7 @@ async fn receive(
         },
         output: state.output().clone(),
         metadata,
+        probe,
     };
     let status = match state.jobs.submit(request).await {
         Ok(Admitted::New(status) | Admitted::Existing(status)) => status,
@@ -225,18 +227,15 @@ fn safe_file_name(name: Option<&str>) -> Result<String, ApiError> {
     Ok(safe)
 }
 
-/// The source's duration for the time estimate, when the store keeps it as a local file (a
-/// quick probe); `None` if unknown. The job probes again and reports any problem.
-pub async fn source_duration(state: &AppState, key: &str) -> Option<f64> {
+/// The source probed, when the store keeps it as a local file: its duration gives the time
+/// estimate and the job uses it as is. `None` if it cannot be probed here; the job then probes
+/// it itself and reports any problem.
+pub async fn probe_local(state: &AppState, key: &str) -> Option<SourceInfo> {
     let path = state.input.local_path(key).filter(|p| p.is_file())?;
-    let limits = source::Limits {
-        max_bytes: state.settings.transcode.max_video_size,
-        max_seconds: state.settings.transcode.max_duration,
-    };
+    let limits = state.settings.transcode.source_limits();
     watchdog::blocking(move || source::probe(&path, limits))
         .await
         .ok()
-        .map(|info| info.duration_seconds)
 }
 
 #[cfg(test)]

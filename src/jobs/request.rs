@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::scheduler::{MemoryProbe, Scheduler};
 use super::watchdog::Limits;
 use crate::config::TranscodeSettings;
+use crate::media::source::SourceInfo;
 use crate::storage::Store;
 
 /// Where a job's source is.
@@ -41,6 +42,9 @@ pub struct JobRequest {
     pub output: Arc<dyn Store>,
     /// The uploader's metadata object, copied into status.json.
     pub metadata: Option<serde_json::Value>,
+    /// The source as already probed (under the same limits) by whoever queued the job, so it
+    /// is not read twice; `None`: the job probes it and reports any problem.
+    pub probe: Option<SourceInfo>,
 }
 
 /// What every job on this instance runs with: the settings and the shared encode pool.

@@ -145,13 +145,15 @@ impl Job<'_> {
         let scratch = scratch::create(&self.settings().scratch_dir, &self.request.video_id)
             .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?;
         let source = self.fetch_source(scratch.path()).await?;
-        let limits = source::Limits {
-            max_bytes: self.settings().max_video_size,
-            max_seconds: self.settings().max_duration,
+        let info = match self.request.probe.clone() {
+            Some(info) => info,
+            None => {
+                let limits = self.settings().source_limits();
+                blocking(move || source::probe(&source, limits))
+                    .await
+                    .map_err(|e| JobEnd::failed(format!("probe: {e}")))?
+            }
         };
-        let info = blocking(move || source::probe(&source, limits))
-            .await
-            .map_err(|e| JobEnd::failed(format!("probe: {e}")))?;
         tracing::info!(
             duration = info.duration_seconds,
             video = info.video.is_some(),
