@@ -99,6 +99,20 @@ pub enum AdmitError {
     Conflict(String),
 }
 
+/// The live status of `video_id` if this instance has it from `input`; a conflict if it has it
+/// from another source.
+fn existing(
+    active: &HashMap<String, Active>,
+    video_id: &str,
+    input: &str,
+) -> Result<Option<JobStatus>, AdmitError> {
+    match active.get(video_id) {
+        Some(job) if job.input == input => Ok(Some(job.status.borrow().clone())),
+        Some(_) => Err(AdmitError::Conflict(video_id.into())),
+        None => Ok(None),
+    }
+}
+
 /// Jobs not yet in a final state: a job that has just ended stays in the map until its last
 /// status.json write, but no longer takes a place in the queue.
 fn unfinished(active: &HashMap<String, Active>) -> usize {
@@ -162,8 +176,13 @@ impl Jobs {
     /// source (then that job is returned), the queue is full, or the instance is stopping.
     pub async fn submit(self: &Arc<Self>, request: JobRequest) -> Result<Admitted, AdmitError> {
         let input = request.source.uri();
-        if let Some(existing) = self.existing(&request.video_id, &input)? {
-            return Ok(Admitted::Existing(existing));
+        let live = existing(
+            &self.active.lock().expect("jobs lock"),
+            &request.video_id,
+            &input,
+        )?;
+        if let Some(live) = live {
+            return Ok(Admitted::Existing(live));
         }
         let previous = publish::read_status(self.output.as_ref(), &request.video_id).await;
         if let Some(done) = previous.filter(|p| {
@@ -175,11 +194,8 @@ impl Jobs {
 
         let mut active = self.active.lock().expect("jobs lock");
         // Checked again: another request may have admitted it while status.json was read.
-        if let Some(job) = active.get(&request.video_id) {
-            return match job.input == input {
-                true => Ok(Admitted::Existing(job.status.borrow().clone())),
-                false => Err(AdmitError::Conflict(request.video_id)),
-            };
+        if let Some(live) = existing(&active, &request.video_id, &input)? {
+            return Ok(Admitted::Existing(live));
         }
         if self.is_draining() {
             return Err(AdmitError::Draining);
@@ -229,15 +245,6 @@ impl Jobs {
             .instrument(span),
         );
         Ok(Admitted::New(queued))
-    }
-
-    fn existing(&self, video_id: &str, input: &str) -> Result<Option<JobStatus>, AdmitError> {
-        let active = self.active.lock().expect("jobs lock");
-        match active.get(video_id) {
-            Some(job) if job.input == input => Ok(Some(job.status.borrow().clone())),
-            Some(_) => Err(AdmitError::Conflict(video_id.into())),
-            None => Ok(None),
-        }
     }
 
     fn finished(&self, video_id: &str, last: &JobStatus) {
