@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -40,6 +40,34 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
 }
 
+/// Uploads `clip` (720p) and waits until the critical tier is playable and the 720p is encoding.
+async fn upload_until_720p_encodes(api: &Api, clip: &Path) -> String {
+    let id = api.upload_accepted(clip).await;
+    let seen = api
+        .wait_for(&id, |s| {
+            let encoding_720 = find(s, "720p").is_some_and(|r| r["state"] == "encoding");
+            (s["playable"] == true && encoding_720) || is_final(s)
+        })
+        .await;
+    assert_eq!(seen["state"], "processing", "{seen:#}");
+    id
+}
+
+/// The resumed run kept the critical renditions of `before` (same start times) and encoded the
+/// 720p after `restarted`.
+fn assert_only_720p_encoded_again(before: &Value, after: &Value, restarted: DateTime<Utc>) {
+    for old in of_tier(before, "critical") {
+        let name = old["name"].as_str().unwrap();
+        assert_eq!(
+            rendition(after, name)["started"],
+            old["started"],
+            "{name} was encoded again: {after:#}"
+        );
+    }
+    let started_720 = at(&rendition(after, "720p")["started"]);
+    assert!(started_720 > restarted, "720p started {started_720}");
+}
+
 /// SIGTERM mid-encode stops cleanly (exit 0, status.json `interrupted` with the critical tier
 /// ready, scratch removed); triggering the same source again on a new process resumes: the
 /// critical renditions are kept (not encoded again) and only the 720p is encoded.
@@ -50,15 +78,7 @@ async fn sigterm_interrupts_and_a_new_trigger_encodes_only_what_is_missing() {
     let root = ws.subdir("root");
 
     let server = start_server(&root).await;
-    let id = server.api.upload_accepted(&clip).await;
-    let seen = server
-        .api
-        .wait_for(&id, |s| {
-            let encoding_720 = find(s, "720p").is_some_and(|r| r["state"] == "encoding");
-            (s["playable"] == true && encoding_720) || is_final(s)
-        })
-        .await;
-    assert_eq!(seen["state"], "processing", "{seen:#}");
+    let id = upload_until_720p_encodes(&server.api, &clip).await;
     let (code, server) = terminate(server).await;
     let log = server.log_text();
     assert_eq!(code, Some(0), "log:\n{log}");
@@ -115,16 +135,7 @@ async fn sigterm_interrupts_and_a_new_trigger_encodes_only_what_is_missing() {
         .await;
     assert_eq!(done.code, 200, "a trigger once ready: {:?}", done.body);
     assert_eq!(done.body["status"], "ready", "{:?}", done.body);
-    for old in of_tier(&before, "critical") {
-        let name = old["name"].as_str().unwrap();
-        assert_eq!(
-            rendition(&after, name)["started"],
-            old["started"],
-            "{name} was encoded again: {after:#}"
-        );
-    }
-    let started_720 = at(&rendition(&after, "720p")["started"]);
-    assert!(started_720 > restarted, "720p started {started_720}");
+    assert_only_720p_encoded_again(&before, &after, restarted);
     let variants = master_variants(&server.api, &id).await;
     assert!(variants.iter().any(|v| v == "720p"), "{variants:?}");
     let (code, server) = terminate(server).await;
@@ -149,15 +160,7 @@ async fn a_killed_instance_leaves_a_job_that_reads_interrupted_and_resumes() {
     let root = ws.subdir("root");
 
     let mut server = start_server(&root).await;
-    let id = server.api.upload_accepted(&clip).await;
-    let seen = server
-        .api
-        .wait_for(&id, |s| {
-            let encoding_720 = find(s, "720p").is_some_and(|r| r["state"] == "encoding");
-            (s["playable"] == true && encoding_720) || is_final(s)
-        })
-        .await;
-    assert_eq!(seen["state"], "processing", "{seen:#}");
+    let id = upload_until_720p_encodes(&server.api, &clip).await;
     server.child.kill().unwrap(); // SIGKILL: no chance to record anything
     server.child.wait().unwrap();
 
@@ -200,15 +203,9 @@ async fn a_killed_instance_leaves_a_job_that_reads_interrupted_and_resumes() {
     let after = server.api.wait_final(&id).await;
     assert_eq!(after["state"], "ready", "{after:#}");
     for old in of_tier(&left, "critical") {
-        let name = old["name"].as_str().unwrap();
         assert_eq!(old["state"], "ready", "{left:#}");
-        assert_eq!(
-            rendition(&after, name)["started"],
-            old["started"],
-            "{name} was encoded again: {after:#}"
-        );
     }
-    assert!(at(&rendition(&after, "720p")["started"]) > restarted);
+    assert_only_720p_encoded_again(&left, &after, restarted);
     let (code, server) = terminate(server).await;
     assert_eq!(code, Some(0), "log:\n{}", server.log_text());
     assert_eq!(decode_passes(&server.log_text()), ["[\"720p\"]"]);
