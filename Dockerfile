@@ -1,0 +1,45 @@
+# The service image: built on Debian 12 with FFmpeg 5.1's development packages, run on
+# debian:bookworm-slim with the same FFmpeg runtime libraries at exactly the versions the binary
+# was built against (a security update between the two stages fails the build, not the service).
+
+FROM rust:1.95-bookworm AS builder
+# The runtime stage installs these exact versions, recorded below; hadolint's pinning rule
+# (DL3008) is met there, not here.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev \
+        libswresample-dev libavdevice-dev pkg-config clang libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
+# The runtime libraries the -dev packages pulled in, as `package=version` lines for apt-get,
+# and the libav* versions pkg-config reports (what the binary was compiled against).
+RUN mkdir -p /out \
+    && dpkg-query -W -f='${Package}=${Version}\n' \
+        libavcodec59 libavformat59 libavutil57 libavfilter8 libswscale6 libswresample4 libavdevice59 \
+        > /out/libav-packages \
+    && for lib in libavcodec libavformat libavutil libavfilter libswscale libswresample libavdevice; do \
+        echo "$lib=$(pkg-config --modversion "$lib")"; \
+    done > /out/libav-versions
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY benches benches
+COPY src src
+RUN cargo build --release --locked --bin video-transcoder \
+    && cp target/release/video-transcoder /out/
+
+FROM debian:bookworm-slim
+COPY --from=builder /out/libav-packages /out/libav-versions /usr/local/share/video-transcoder/
+# ca-certificates for HTTPS to Google APIs; the libav* runtime packages at the builder's versions.
+RUN apt-get update \
+    && xargs -a /usr/local/share/video-transcoder/libav-packages \
+        apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin transcoder
+COPY --from=builder /out/video-transcoder /usr/local/bin/video-transcoder
+USER 10001:10001
+# Cloud Run sets PORT itself; a container must listen on every interface, not loopback.
+ENV PORT=8080 \
+    BIND_ADDRESS=0.0.0.0 \
+    LOG_FORMAT=json
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/video-transcoder"]
