@@ -1,0 +1,282 @@
+//! deploy.sh run for real (bash, the script, an environment) in `--dry-run`: the commands each
+//! subcommand prints, in order, and its refusals.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::repo;
+
+/// The environment every run gets unless a test removes or overrides a name.
+const ENV: &[(&str, &str)] = &[
+    ("PROJECT_ID", "acme-video"),
+    ("REGION", "europe-west1"),
+    ("IMAGE_TAG", "0123abcd"),
+    ("REVISION_SUFFIX", "0123abcd-r1"),
+];
+
+/// What a run printed: the exit code, stdout, and stderr (where commands are printed).
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The printed commands (`+ …` lines), in order.
+    fn commands(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("+ "))
+            .collect()
+    }
+
+    /// The index of the first printed command containing every one of `parts`.
+    fn position(&self, parts: &[&str]) -> usize {
+        self.commands()
+            .iter()
+            .position(|c| parts.iter().all(|p| c.contains(p)))
+            .unwrap_or_else(|| panic!("no command with {parts:?} in:\n{}", self.stderr))
+    }
+
+    fn assert_ok(&self) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `bash deploy.sh args…` with only PATH and `env` set (`None` removes a name of ENV).
+fn deploy_sh(args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+    let mut command = Command::new("bash");
+    command
+        .arg(repo().join("deploy.sh"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap());
+    for (name, value) in ENV {
+        command.env(name, value);
+    }
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("run bash");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+fn dry_run(args: &[&str]) -> Run {
+    let mut all = vec!["--dry-run"];
+    all.extend_from_slice(args);
+    deploy_sh(&all, &[])
+}
+
+#[test]
+fn deploy_makes_a_canary_with_no_traffic_and_smoke_tests_its_tag_url() {
+    let run = dry_run(&["deploy"]);
+    run.assert_ok();
+    let replace = run.position(&[
+        "gcloud run services replace",
+        "--project acme-video",
+        "--region europe-west1",
+    ]);
+    // The serving revision keeps all traffic (and becomes rollback's target); the new one,
+    // named by the script, gets none and the `canary` tag.
+    let traffic = "  traffic:\n    - revisionName: video-transcoder-current\n      percent: 100\n      tag: stable\n    - revisionName: video-transcoder-0123abcd-r1\n      percent: 0\n      tag: canary\n";
+    assert!(run.stderr.contains(traffic), "{}", run.stderr);
+    let token = run.position(&[
+        "gcloud auth print-identity-token",
+        "--impersonate-service-account video-transcoder-invoker@acme-video.iam.gserviceaccount.com",
+        "--include-email",
+    ]);
+    let canary = "https://canary---video-transcoder-abc123-ew.a.run.app";
+    let ready = run.position(&["curl", &format!("{canary}/readyz")]);
+    let clip = run.position(&["ffmpeg", "-f lavfi", "duration=2"]);
+    let copy = run.position(&[
+        "gcloud storage cp",
+        "gs://acme-video-video-input/smoke/smoke-0123abcd-r1.mp4",
+    ]);
+    let trigger = run.position(&[
+        "curl",
+        "--data",
+        "smoke/smoke-0123abcd-r1.mp4",
+        &format!("{canary}/transcode"),
+    ]);
+    let poll = run.position(&["curl", &format!("{canary}/video-status/smoke-0123abcd-r1")]);
+    let order = [replace, token, ready, clip, copy, trigger, poll];
+    assert!(order.is_sorted(), "{order:?}:\n{}", run.stderr);
+    assert!(run.stderr.contains("smoke job smoke-0123abcd-r1: ready"));
+    // The bearer token is never printed.
+    assert!(!run.stderr.contains("<id-token>"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Bearer\\ \\<token\\>"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn promote_moves_the_given_share_of_traffic_to_the_canary() {
+    for percent in ["10", "50", "100"] {
+        let run = dry_run(&["promote", percent]);
+        run.assert_ok();
+        assert_eq!(
+            run.commands(),
+            [format!(
+                "gcloud run services update-traffic video-transcoder --project acme-video --region europe-west1 --to-tags canary={percent}"
+            )]
+        );
+    }
+}
+
+#[test]
+fn promote_refuses_what_is_not_a_percentage() {
+    for bad in ["0", "101", "ten", "50%", "-5", ""] {
+        let run = dry_run(&["promote", bad]);
+        assert_ne!(run.code, Some(0), "promote {bad:?}");
+        assert!(
+            run.stderr.contains("promote takes"),
+            "{bad:?}: {}",
+            run.stderr
+        );
+        assert!(run.commands().is_empty(), "{bad:?}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn rollback_sends_all_traffic_to_the_stable_revision_and_checks_health() {
+    let run = dry_run(&["rollback"]);
+    run.assert_ok();
+    let update = run.position(&[
+        "gcloud run services update-traffic video-transcoder",
+        "--to-revisions video-transcoder-previous=100",
+    ]);
+    let service = "https://video-transcoder-abc123-ew.a.run.app";
+    let ready = run.position(&["curl", &format!("{service}/readyz")]);
+    let healthy = run.position(&["curl", &format!("{service}/healthz")]);
+    assert!(update < ready && ready < healthy, "{}", run.stderr);
+}
+
+#[test]
+fn build_submits_the_repository_to_cloud_build_tagged_in_artifact_registry() {
+    let run = dry_run(&["build"]);
+    run.assert_ok();
+    run.position(&[
+        "gcloud builds submit",
+        "--tag europe-west1-docker.pkg.dev/acme-video/video-transcoder/video-transcoder:0123abcd",
+    ]);
+}
+
+#[test]
+fn monitoring_creates_each_alert_policy_and_the_dashboard() {
+    let run = dry_run(&["monitoring"]);
+    run.assert_ok();
+    for file in [
+        "alert-encode-p95.json",
+        "alert-job-failures.json",
+        "alert-memory.json",
+    ] {
+        run.position(&[
+            "gcloud monitoring policies create",
+            "--policy-from-file",
+            file,
+        ]);
+    }
+    run.position(&[
+        "gcloud monitoring dashboards create",
+        "--config-from-file",
+        "dashboard.json",
+    ]);
+}
+
+#[test]
+fn missing_settings_are_named_before_anything_runs() {
+    let run = deploy_sh(&["--dry-run", "deploy"], &[("PROJECT_ID", None)]);
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("PROJECT_ID not set"), "{}", run.stderr);
+    assert!(run.commands().is_empty(), "{}", run.stderr);
+
+    let run = deploy_sh(
+        &["--dry-run", "promote", "10"],
+        &[("PROJECT_ID", None), ("REGION", Some(""))],
+    );
+    assert_ne!(run.code, Some(0));
+    assert!(
+        run.stderr.contains("PROJECT_ID REGION not set"),
+        "{}",
+        run.stderr
+    );
+
+    let run = dry_run(&["launch"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("usage: ./deploy.sh"), "{}", run.stderr);
+}
+
+#[test]
+fn render_fills_every_placeholder_of_the_service() {
+    let run = deploy_sh(
+        &["render"],
+        &[(
+            "TRIGGER_AUDIENCE",
+            Some("https://video-transcoder-42.europe-west1.run.app"),
+        )],
+    );
+    run.assert_ok();
+    assert!(
+        run.commands().is_empty(),
+        "render needs no gcloud: {}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("${"), "{}", run.stdout);
+    let service: Value = serde_norway::from_str(&run.stdout).unwrap();
+    assert_eq!(service["metadata"]["name"], "video-transcoder");
+    let template = &service["spec"]["template"];
+    assert_eq!(template["metadata"]["name"], "video-transcoder-0123abcd-r1");
+    assert_eq!(
+        template["spec"]["serviceAccountName"],
+        "video-transcoder@acme-video.iam.gserviceaccount.com"
+    );
+    let transcoder = &template["spec"]["containers"][0];
+    assert_eq!(
+        transcoder["image"],
+        "europe-west1-docker.pkg.dev/acme-video/video-transcoder/video-transcoder:0123abcd"
+    );
+    let env = |name: &str| {
+        transcoder["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    assert_eq!(env("INPUT_STORE")["value"], "gs://acme-video-video-input");
+    assert_eq!(env("OUTPUT_STORE")["value"], "gs://acme-video-video-cdn");
+    assert_eq!(
+        env("PUBLIC_BASE_URL")["value"],
+        "https://storage.googleapis.com/acme-video-video-cdn"
+    );
+    assert_eq!(
+        env("TRIGGER_AUDIENCE")["value"],
+        "https://video-transcoder-42.europe-west1.run.app"
+    );
+    assert_eq!(
+        env("UPLOAD_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
+        "video-transcoder-upload-token"
+    );
+}
