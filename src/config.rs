@@ -82,13 +82,29 @@ pub struct ServeSettings {
     #[arg(long, env = "BIND_ADDRESS", default_value = "127.0.0.1")]
     pub bind_address: IpAddr,
 
-    /// Where sources are stored: a local folder (`gs://bucket[/prefix]` in a later build).
+    /// Where sources are stored: a local folder, or `gs://bucket[/prefix]`.
     #[arg(long, env = "INPUT_STORE", default_value = "./data/input")]
     pub input_store: String,
 
-    /// Where HLS and status.json are published (the CDN's origin).
+    /// Where HLS and status.json are published (the CDN's origin): a local folder, or
+    /// `gs://bucket[/prefix]`.
     #[arg(long, env = "OUTPUT_STORE", default_value = "./data/cdn")]
     pub output_store: String,
+
+    /// A Cloud Storage emulator's base URL (`http://127.0.0.2`), used with anonymous credentials.
+    /// Unset in production: Google's endpoint with Application Default Credentials.
+    #[arg(long, env = "GCS_ENDPOINT", value_parser = parse_base_url)]
+    pub gcs_endpoint: Option<String>,
+
+    /// Seconds one Cloud Storage call keeps retrying transient faults (429, 5xx, resets,
+    /// timeouts) with exponential backoff before the job fails with the storage error.
+    #[arg(long, env = "STORAGE_RETRY_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub storage_retry_seconds: u64,
+
+    /// Seconds a job's claim on a video (the object that keeps other instances from encoding it
+    /// too) lasts without renewal; a crashed instance's claim is taken over after this.
+    #[arg(long, env = "CLAIM_TTL", default_value_t = 90, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub claim_ttl: u64,
 
     /// Base URL players use for the output store (default: this server, which serves a local
     /// output store under `/videos`).

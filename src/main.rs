@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP service (the default): upload, trigger, status, metrics, player.
-    Serve(ServeSettings),
+    Serve(Box<ServeSettings>),
     /// Transcode one local file into an HLS ladder.
     Transcode(cli::TranscodeArgs),
     /// Upload a clip many times to a running server and report latency, time to ready and peak memory.
@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
     match command {
         Command::Serve(settings) => {
             telemetry::init("info");
-            match server::run(settings).await {
+            match server::run(*settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

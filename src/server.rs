@@ -27,8 +27,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     media::init().context("loading the media libraries")?;
-    let input = storage::open(&settings.input_store).map_err(anyhow::Error::msg)?;
-    let output = storage::open(&settings.output_store).map_err(anyhow::Error::msg)?;
+    let gcs = storage::GcsOptions {
+        endpoint: settings.gcs_endpoint.clone(),
+        retry_budget: std::time::Duration::from_secs(settings.storage_retry_seconds),
+    };
+    let input = storage::open(&settings.input_store, &gcs)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let output = storage::open(&settings.output_store, &gcs)
+        .await
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&settings.transcode.scratch_dir).with_context(|| {
         format!(
             "cannot use SCRATCH_DIR {}",

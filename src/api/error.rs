@@ -13,6 +13,12 @@ use crate::storage::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// No credential, or one that is not valid (answered with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid credential of a caller that is not allowed.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -31,6 +37,8 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
@@ -60,7 +68,15 @@ impl From<StoreError> for ApiError {
             StoreError::TooLarge(limit) => ApiError::TooLarge(limit),
             StoreError::BadKey(_) => ApiError::BadRequest(e.to_string()),
             StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            StoreError::Io(_) => ApiError::Unexpected(anyhow::Error::new(e)),
+            StoreError::Changed(_) => ApiError::Conflict(e.to_string()),
+            // The bucket is briefly unavailable or the disk is full: the caller may try again.
+            StoreError::Remote(_) | StoreError::NoRoom { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
+            // The service's own permissions are wrong: the operator's problem, in the log.
+            StoreError::Denied(_) | StoreError::Io(_) => {
+                ApiError::Unexpected(anyhow::Error::new(e))
+            }
         }
     }
 }
@@ -77,10 +93,19 @@ impl IntoResponse for ApiError {
         };
         let body = Json(json!({"error": {"code": code, "message": message}}));
         let mut response = (status, body).into_response();
-        if let ApiError::Busy { retry_after, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        match self {
+            ApiError::Busy { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="video-transcoder""#),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -196,9 +196,13 @@ impl Job<'_> {
             };
         }
         let to = scratch.join("source");
-        match store.download(key, &to).await {
+        let max_bytes = self.settings().max_video_size;
+        match store.download(key, &to, max_bytes).await {
             Ok(_) => Ok(to),
             Err(StoreError::NotFound(_)) => Err(missing()),
+            Err(StoreError::TooLarge(limit)) => Err(JobEnd::failed(format!(
+                "the source `{key}` in {place} is larger than MAX_VIDEO_SIZE ({limit} bytes)"
+            ))),
             Err(e) => Err(JobEnd::failed(format!(
                 "downloading `{key}` from {place}: {e}"
             ))),

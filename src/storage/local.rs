@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, Store, StoreError, validate_key};
+use super::{ByteStream, Store, StoreError, Version, validate_key};
 
 #[derive(Debug)]
 pub struct LocalStore {
@@ -55,6 +55,24 @@ fn temporary_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
         .tempfile_in(dir)
 }
 
+/// A temporary file beside `path` holding `bytes`, ready to be renamed over it.
+async fn written_beside(path: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    let tmp = temporary_beside(path)?;
+    let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+    file.write_all(bytes).await?;
+    file.flush().await?;
+    Ok(tmp)
+}
+
+/// A local file's version: its modification time in nanoseconds (never 0 for a file that exists).
+async fn version_of(path: &Path) -> Result<Version, StoreError> {
+    let modified = tokio::fs::metadata(path).await?.modified()?;
+    let nanos = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos());
+    Ok(i64::try_from(nanos).unwrap_or(i64::MAX).max(1))
+}
+
 /// Renames a finished temporary file to `path`.
 fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
     tmp.persist(path).map(|_| ()).map_err(|e| e.error)
@@ -82,14 +100,45 @@ impl Store for LocalStore {
         }
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        let path = self.path(key)?;
+        let Some(bytes) = self.get(key).await? else {
+            return Ok(None);
+        };
+        Ok(Some((bytes, version_of(&path).await?)))
+    }
+
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.prepare(key).await?;
-        let tmp = temporary_beside(&path)?;
-        let mut file = tokio::fs::File::from_std(tmp.reopen()?);
-        file.write_all(&bytes).await?;
-        file.flush().await?;
+        let tmp = written_beside(&path, &bytes).await?;
         persist(tmp, &path)?;
         Ok(())
+    }
+
+    /// Atomic when the object must be absent (a hard link that fails if the name exists); a
+    /// replacement checks the version first, which is enough for one host's processes.
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        only_if: Version,
+    ) -> Result<Version, StoreError> {
+        let path = self.prepare(key).await?;
+        let tmp = written_beside(&path, &bytes).await?;
+        let changed = || StoreError::Changed(key.to_string());
+        if only_if == 0 {
+            tmp.persist_noclobber(&path)
+                .map_err(|e| match e.error.kind() {
+                    std::io::ErrorKind::AlreadyExists => changed(),
+                    _ => e.error.into(),
+                })?;
+        } else {
+            match version_of(&path).await {
+                Ok(current) if current == only_if => persist(tmp, &path)?,
+                _ => return Err(changed()),
+            }
+        }
+        version_of(&path).await
     }
 
     async fn put_stream(
@@ -123,17 +172,21 @@ impl Store for LocalStore {
             let tmp = temporary_beside(&path)?;
             tokio::fs::copy(file, tmp.path()).await?;
             persist(tmp, &path)?;
+            tokio::fs::remove_file(file).await?;
         }
         Ok(())
     }
 
-    async fn download(&self, key: &str, to: &Path) -> Result<u64, StoreError> {
-        match tokio::fs::copy(self.path(key)?, to).await {
+    async fn download(&self, key: &str, to: &Path, max_bytes: u64) -> Result<u64, StoreError> {
+        let from = self.path(key)?;
+        let size = match tokio::fs::metadata(&from).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound(key.into()))
+                return Err(StoreError::NotFound(key.into()));
             }
-            other => Ok(other?),
-        }
+            other => other?.len(),
+        };
+        super::check_room(key.to_string(), size, to, max_bytes)?;
+        Ok(tokio::fs::copy(from, to).await?)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -1,7 +1,9 @@
 //! Where bytes live: the input store (sources) and the output store (the CDN bucket). One trait,
-//! implemented by the local file system (the embedded default) and, later, Google Cloud Storage.
-//! Everything above this module names objects by key (`videos/<id>/status.json`), never by path.
+//! implemented by the local file system (the embedded default) and Google Cloud Storage
+//! (`gs://bucket[/prefix]`). Everything above this module names objects by key
+//! (`videos/<id>/status.json`), never by path.
 
+mod gcs;
 mod local;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +14,12 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use thiserror::Error;
 
+pub use gcs::{GcsOptions, GcsStore};
 pub use local::LocalStore;
+
+/// An object's version, for writes that must not overwrite someone else's (GCS's generation).
+/// `0` means "no object": a write only if absent.
+pub type Version = i64;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -22,6 +29,18 @@ pub enum StoreError {
     BadKey(String),
     #[error("the upload is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    #[error("`{0}` was changed by someone else")]
+    Changed(String),
+    #[error("access denied: {0}")]
+    Denied(String),
+    #[error("not enough free space for {what}: {needed} bytes needed, {free} free")]
+    NoRoom {
+        what: String,
+        needed: u64,
+        free: u64,
+    },
+    #[error("storage unavailable: {0}")]
+    Remote(String),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -72,18 +91,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The object's bytes, or `None` if it does not exist.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
 
+    /// The object's bytes and version, or `None` if it does not exist.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError>;
+
     /// Writes a small object whole; readers see the old or the new one, never half.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+
+    /// Writes `key` only if it is still at version `only_if` (`0`: only if absent); otherwise
+    /// `Changed`. Returns the new version.
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        only_if: Version,
+    ) -> Result<Version, StoreError>;
 
     /// Streams `body` into `key`, at most `limit` bytes (beyond it: `TooLarge`, nothing kept).
     /// Returns the size written.
     async fn put_stream(&self, key: &str, body: ByteStream, limit: u64) -> Result<u64, StoreError>;
 
-    /// Publishes a finished local file as `key`; the local file may be moved away.
+    /// Publishes a finished local file as `key`; the local file is gone afterwards (moved or
+    /// uploaded and removed), so scratch, which is memory on Cloud Run, holds only unpublished work.
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError>;
 
-    /// Copies `key` to the local file `to`; returns its size.
-    async fn download(&self, key: &str, to: &Path) -> Result<u64, StoreError>;
+    /// Copies `key` to the local file `to` and returns its size; refuses, before writing, an
+    /// object over `max_bytes` or one the disk holding `to` has no room for.
+    async fn download(&self, key: &str, to: &Path, max_bytes: u64) -> Result<u64, StoreError>;
 
     /// Removes `key`; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
@@ -92,16 +125,42 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn check_writable(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store a setting names: a local folder (created if missing).
-pub fn open(spec: &str) -> Result<Arc<dyn Store>, String> {
+/// Opens the store a setting names: `gs://bucket[/prefix]`, or a local folder (created if
+/// missing).
+pub async fn open(spec: &str, gcs: &GcsOptions) -> Result<Arc<dyn Store>, String> {
     if spec.starts_with("gs://") {
-        return Err(format!(
-            "`{spec}`: Google Cloud Storage stores are not supported by this build yet"
-        ));
+        return Ok(Arc::new(GcsStore::new(spec, gcs).await?));
     }
     let store =
         LocalStore::new(spec).map_err(|e| format!("cannot use `{spec}` as a store: {e}"))?;
     Ok(Arc::new(store))
+}
+
+/// Checks, before a download starts, that `size` bytes are allowed and fit on the disk of `to`.
+fn check_room(what: String, size: u64, to: &Path, max_bytes: u64) -> Result<(), StoreError> {
+    if size > max_bytes {
+        return Err(StoreError::TooLarge(max_bytes));
+    }
+    let folder = to.parent().unwrap_or(Path::new("."));
+    match free_disk_bytes(folder) {
+        Some(free) if free < size => Err(StoreError::NoRoom {
+            what,
+            needed: size,
+            free,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Free bytes on the disk holding `path` (the mount point that is its longest prefix).
+pub fn free_disk_bytes(path: &Path) -> Option<u64> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
+    disks
+        .iter()
+        .filter(|d| path.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space())
 }
 
 /// Checks an object name from outside (a trigger's `inputPath`): relative, no `..`, no

@@ -1,8 +1,7 @@
 //! `POST /transcode`: the direct, Pub/Sub push and Eventarc CloudEvent shapes, and redelivery
 //! finding the existing job.
 
-use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::common::*;
 use crate::support::*;
@@ -33,7 +32,7 @@ async fn trigger_shapes_direct_pubsub_and_cloudevent() {
             .is_some_and(|t| t >= 1.0)
     );
 
-    let object = gcs_object("incoming/b.mp4", "17");
+    let object = gcs_object("in", "incoming/b.mp4", "17");
     let pushed = api
         .trigger(&pubsub_push(&object, "OBJECT_FINALIZE"), &[])
         .await;
@@ -96,7 +95,7 @@ async fn redelivered_triggers_find_the_existing_job() {
     app.hold_encodes();
 
     let direct = direct_trigger("idem-direct", "incoming/c.mp4");
-    let push = pubsub_push(&gcs_object("incoming/d.mp4", "42"), "OBJECT_FINALIZE");
+    let push = pubsub_push(&gcs_object("in", "incoming/d.mp4", "42"), "OBJECT_FINALIZE");
     let mut ids = Vec::new();
     for body in [&direct, &push] {
         let first = api.trigger(body, &[]).await;
@@ -141,55 +140,6 @@ async fn redelivered_triggers_find_the_existing_job() {
         assert_eq!(after["timestamps"], before["timestamps"]);
     }
     app.stop().await;
-}
-
-/// A GCS object resource as notifications carry it.
-fn gcs_object(name: &str, generation: &str) -> Value {
-    json!({
-        "kind": "storage#object",
-        "bucket": "in",
-        "name": name,
-        "generation": generation,
-        "contentType": "video/mp4",
-        "size": "1234",
-    })
-}
-
-/// A Pub/Sub push envelope carrying a GCS notification for `object`.
-fn pubsub_push(object: &Value, event_type: &str) -> Value {
-    let data = base64::engine::general_purpose::STANDARD.encode(object.to_string());
-    json!({
-        "message": {
-            "data": data,
-            "attributes": {
-                "eventType": event_type,
-                "bucketId": object["bucket"],
-                "objectId": object["name"],
-                "objectGeneration": object["generation"],
-                "payloadFormat": "JSON_API_V1",
-            },
-            "messageId": "4242",
-            "publishTime": "2026-01-01T00:00:00Z",
-        },
-        "subscription": "projects/p/subscriptions/transcode",
-    })
-}
-
-/// Sends `object` as a binary-mode CloudEvent of type `kind` (as Eventarc does).
-async fn cloud_event(api: &Api, kind: &str, object: &Value) -> Answer {
-    let subject = format!("objects/{}", object["name"].as_str().unwrap());
-    let headers = [
-        ("ce-specversion", "1.0"),
-        ("ce-type", kind),
-        (
-            "ce-source",
-            "//storage.googleapis.com/projects/_/buckets/in",
-        ),
-        ("ce-subject", subject.as_str()),
-        ("ce-id", "8123456789"),
-        ("ce-time", "2026-01-01T00:00:00.000Z"),
-    ];
-    api.trigger(object, &headers).await
 }
 
 /// Every rendition's name and `started` time, which a second encode would change.

@@ -10,7 +10,9 @@
 #![allow(dead_code)]
 
 mod contract; // check_ready: the whole contract of a successful run
+mod events; // Google's event shapes for /transcode: Pub/Sub push, CloudEvent
 mod ffprobe; // running ffprobe, decoded packets/frames, the source
+mod gcs; // a real Cloud Storage emulator (fake-gcs-server) on a loopback address
 mod hls; // master and media playlists, peak/average bit rates
 mod prometheus; // the Prometheus text format, scraping /metrics
 mod renditions; // one video or audio rendition and its segments
@@ -23,7 +25,11 @@ mod workspace; // clips, running the binary (Workspace, Run) and other tools
 #[allow(unused_imports)]
 pub use contract::*;
 #[allow(unused_imports)]
+pub use events::*;
+#[allow(unused_imports)]
 pub use ffprobe::*;
+#[allow(unused_imports)]
+pub use gcs::*;
 #[allow(unused_imports)]
 pub use hls::*;
 #[allow(unused_imports)]

@@ -28,7 +28,7 @@ struct Settings {
 }
 
 /// Settings as the service parses them from `args` (e.g. `["--max-queued-jobs", "1"]`), with
-/// stores and scratch under `root`.
+/// stores and scratch under `root` unless `args` name them.
 pub fn settings(root: &Path, args: &[&str]) -> ServeSettings {
     let mut all = vec!["serve".to_string()];
     for (flag, dir) in [
@@ -36,6 +36,9 @@ pub fn settings(root: &Path, args: &[&str]) -> ServeSettings {
         ("--output-store", "cdn"),
         ("--scratch-dir", "scratch"),
     ] {
+        if args.contains(&flag) {
+            continue;
+        }
         all.push(flag.into());
         all.push(root.join(dir).to_string_lossy().into_owned());
     }

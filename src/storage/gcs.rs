@@ -1,0 +1,400 @@
+//! Google Cloud Storage through the official `google-cloud-storage` client: `gs://bucket[/prefix]`.
+//! Only object reads and writes (JSON API) are used, so the job path works against emulators too;
+//! deletes go through the JSON API directly, because the client offers them only over gRPC.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use google_cloud_auth::credentials::{self, Credentials};
+use google_cloud_gax::error::Error as GcsError;
+use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
+use google_cloud_gax::retry_policy::{RetryPolicy, RetryPolicyExt};
+use google_cloud_gax::retry_result::RetryResult;
+use google_cloud_gax::retry_state::RetryState;
+use google_cloud_storage::client::Storage;
+use google_cloud_storage::retry_policy::RetryableErrors;
+use google_cloud_storage::streaming_source::{Payload, StreamingSource};
+use tokio::io::AsyncWriteExt;
+
+use super::{ByteStream, ObjectMeta, Store, StoreError, Version, validate_key};
+
+const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// How a store reaches Cloud Storage.
+#[derive(Clone, Debug, Default)]
+pub struct GcsOptions {
+    /// An emulator's base URL (`http://127.0.0.2`); then credentials are anonymous. `None`: Google,
+    /// with Application Default Credentials.
+    pub endpoint: Option<String>,
+    /// How long one call keeps retrying transient faults (429, 5xx, resets, timeouts).
+    pub retry_budget: Duration,
+}
+
+#[derive(Debug)]
+pub struct GcsStore {
+    client: Storage,
+    credentials: Credentials,
+    http: reqwest::Client,
+    endpoint: String,
+    bucket: String,
+    /// Empty, or ends with `/`.
+    prefix: String,
+}
+
+impl GcsStore {
+    /// A store for `gs://bucket[/prefix]`.
+    pub async fn new(spec: &str, options: &GcsOptions) -> Result<Self, String> {
+        let (bucket, prefix) = parse_spec(spec)?;
+        let credentials = match &options.endpoint {
+            Some(_) => credentials::anonymous::Builder::new().build(),
+            None => credentials::Builder::default()
+                .build()
+                .map_err(|e| format!("no Google credentials for `{spec}`: {e}"))?,
+        };
+        let endpoint = options
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| GOOGLE_ENDPOINT.to_string());
+        let backoff = ExponentialBackoffBuilder::new()
+            .with_initial_delay(Duration::from_millis(500))
+            .with_maximum_delay(Duration::from_secs(16))
+            .with_scaling(2.0)
+            .clamp();
+        let mut builder = Storage::builder()
+            .with_credentials(credentials.clone())
+            .with_retry_policy(LoggedRetries::new(options.retry_budget))
+            .with_backoff_policy(backoff);
+        if let Some(endpoint) = &options.endpoint {
+            // Emulators mishandle single-shot (multipart) uploads; resumable ones work everywhere.
+            builder = builder
+                .with_endpoint(endpoint.clone())
+                .with_resumable_upload_threshold(0_usize);
+        }
+        let client = builder
+            .build()
+            .await
+            .map_err(|e| format!("cannot open `{spec}`: {e}"))?;
+        Ok(Self {
+            client,
+            credentials,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| e.to_string())?,
+            endpoint,
+            bucket,
+            prefix,
+        })
+    }
+
+    fn resource(&self) -> String {
+        format!("projects/_/buckets/{}", self.bucket)
+    }
+
+    fn object(&self, key: &str) -> Result<String, StoreError> {
+        validate_key(key)?;
+        Ok(format!("{}{key}", self.prefix))
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("gs://{}/{}{key}", self.bucket, self.prefix)
+    }
+
+    /// Sorts a failed call (after its retries) into what the job can say about it.
+    fn error(&self, key: &str, e: GcsError) -> StoreError {
+        let url = self.url(key);
+        match e.http_status_code() {
+            Some(404) => StoreError::NotFound(url),
+            Some(412) => StoreError::Changed(url),
+            Some(401 | 403) => StoreError::Denied(format!("{url}: {e}")),
+            _ => StoreError::Remote(format!("{url}: {e}")),
+        }
+    }
+
+    async fn write<P>(
+        &self,
+        key: &str,
+        payload: impl Into<Payload<P>>,
+        only_if: Option<Version>,
+    ) -> Result<Version, StoreError>
+    where
+        P: StreamingSource + google_cloud_storage::streaming_source::Seek + Send + Sync + 'static,
+    {
+        let meta = ObjectMeta::for_key(key);
+        let mut write = self
+            .client
+            .write_object(self.resource(), self.object(key)?, payload)
+            .set_content_type(meta.content_type)
+            .set_cache_control(meta.cache_control);
+        write = match only_if {
+            Some(generation) => write.set_if_generation_match(generation),
+            // Writing the same bytes again is harmless, so plain writes may be retried.
+            None => write.with_idempotency(true),
+        };
+        let object = write
+            .send_unbuffered()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(object.generation)
+    }
+}
+
+/// `gs://bucket[/prefix]` → (bucket, "" or "prefix/").
+fn parse_spec(spec: &str) -> Result<(String, String), String> {
+    let rest = spec
+        .strip_prefix("gs://")
+        .ok_or_else(|| format!("`{spec}` does not start with gs://"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=222).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if !valid_bucket {
+        return Err(format!("`{bucket}` in `{spec}` is not a bucket name"));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return Ok((bucket.into(), String::new()));
+    }
+    validate_key(prefix).map_err(|e| format!("`{spec}`: {e}"))?;
+    Ok((bucket.into(), format!("{prefix}/")))
+}
+
+#[async_trait]
+impl Store for GcsStore {
+    fn describe(&self) -> String {
+        format!("gs://{}/{}", self.bucket, self.prefix)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    fn bucket(&self) -> Option<&str> {
+        Some(&self.bucket)
+    }
+
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        let read = self
+            .client
+            .read_object(self.resource(), self.object(key)?)
+            .send()
+            .await;
+        let mut response = match read {
+            Ok(response) => response,
+            Err(e) if e.http_status_code() == Some(404) => return Ok(None),
+            Err(e) => return Err(self.error(key, e)),
+        };
+        let generation = response.object().generation;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| self.error(key, e))?);
+        }
+        Ok(Some((bytes.into(), generation)))
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.write(key, bytes, None).await.map(drop)
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        only_if: Version,
+    ) -> Result<Version, StoreError> {
+        self.write(key, bytes, Some(only_if)).await
+    }
+
+    async fn put_stream(&self, key: &str, body: ByteStream, limit: u64) -> Result<u64, StoreError> {
+        let over = Arc::new(AtomicBool::new(false));
+        let source = Limited {
+            body: std::sync::Mutex::new(body),
+            limit,
+            seen: 0,
+            over: over.clone(),
+        };
+        let meta = ObjectMeta::for_key(key);
+        // Not seekable: the client keeps one resumable chunk in memory until it is acknowledged.
+        // A stream that fails or goes over the limit never finalises the upload, so nothing is kept.
+        let written = self
+            .client
+            .write_object(self.resource(), self.object(key)?, source)
+            .set_content_type(meta.content_type)
+            .set_cache_control(meta.cache_control)
+            .with_idempotency(true)
+            .send_buffered()
+            .await;
+        match written {
+            Ok(object) => Ok(object.size as u64),
+            Err(_) if over.load(Ordering::Relaxed) => Err(StoreError::TooLarge(limit)),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
+        let source = tokio::fs::File::open(file).await?;
+        self.write(key, source, None).await?;
+        tokio::fs::remove_file(file).await?;
+        Ok(())
+    }
+
+    async fn download(&self, key: &str, to: &Path, max_bytes: u64) -> Result<u64, StoreError> {
+        let mut response = self
+            .client
+            .read_object(self.resource(), self.object(key)?)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let size = response.object().size.max(0) as u64;
+        super::check_room(self.url(key), size, to, max_bytes)?;
+        let mut file = tokio::fs::File::create(to).await?;
+        while let Some(chunk) = response.next().await {
+            file.write_all(&chunk.map_err(|e| self.error(key, e))?)
+                .await?;
+        }
+        file.flush().await?;
+        Ok(size)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.endpoint)))?;
+        url.path_segments_mut()
+            .map_err(|()| StoreError::Remote(self.endpoint.clone()))?
+            .extend(["storage", "v1", "b", &self.bucket, "o", &self.object(key)?]);
+        let headers = match self
+            .credentials
+            .headers(axum::http::Extensions::new())
+            .await
+        {
+            Ok(credentials::CacheableResource::New { data, .. }) => data,
+            Ok(credentials::CacheableResource::NotModified) => Default::default(),
+            Err(e) => return Err(StoreError::Denied(format!("{}: {e}", self.url(key)))),
+        };
+        let answer = self
+            .http
+            .delete(url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(|e| StoreError::Remote(format!("deleting {}: {e}", self.url(key))))?;
+        match answer.status().as_u16() {
+            200..300 | 404 => Ok(()),
+            401 | 403 => Err(StoreError::Denied(format!("deleting {}", self.url(key)))),
+            code => Err(StoreError::Remote(format!(
+                "deleting {}: HTTP {code}",
+                self.url(key)
+            ))),
+        }
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.put(".ready", Bytes::from_static(b"ok")).await
+    }
+}
+
+/// An upload body that stops at `limit` bytes and says so. (The client wants a `Sync` source; the
+/// mutex provides that and is never locked, as `next` has `&mut self`.)
+struct Limited {
+    body: std::sync::Mutex<ByteStream>,
+    limit: u64,
+    seen: u64,
+    over: Arc<AtomicBool>,
+}
+
+impl StreamingSource for Limited {
+    type Error = std::io::Error;
+
+    async fn next(&mut self) -> Option<Result<Bytes, Self::Error>> {
+        let body = self.body.get_mut().unwrap_or_else(|e| e.into_inner());
+        let chunk = body.next().await?;
+        if let Ok(chunk) = &chunk {
+            self.seen += chunk.len() as u64;
+            if self.seen > self.limit {
+                self.over.store(true, Ordering::Relaxed);
+                return Some(Err(std::io::Error::other("over the size limit")));
+            }
+        }
+        Some(chunk)
+    }
+}
+
+/// The client's retry rules for transient faults (429, 5xx, resets, timeouts: exponential backoff
+/// with jitter), bounded in time and attempts, with every retry logged.
+#[derive(Debug)]
+struct LoggedRetries {
+    inner: Box<dyn RetryPolicy>,
+}
+
+impl LoggedRetries {
+    fn new(budget: Duration) -> Self {
+        Self {
+            inner: Box::new(
+                RetryableErrors
+                    .with_attempt_limit(12)
+                    .with_time_limit(budget),
+            ),
+        }
+    }
+}
+
+impl RetryPolicy for LoggedRetries {
+    fn on_error(&self, state: &RetryState, error: GcsError) -> RetryResult {
+        let result = self.inner.on_error(state, error);
+        match &result {
+            RetryResult::Continue(e) => tracing::warn!(
+                attempt = state.attempt_count,
+                "Cloud Storage call failed, retrying: {e}"
+            ),
+            RetryResult::Exhausted(e) => tracing::error!(
+                attempt = state.attempt_count,
+                "Cloud Storage call failed, no retries left: {e}"
+            ),
+            RetryResult::Permanent(_) => {}
+        }
+        result
+    }
+
+    fn remaining_time(&self, state: &RetryState) -> Option<Duration> {
+        self.inner.remaining_time(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_specs_parse_and_reject_garbage() {
+        assert_eq!(
+            parse_spec("gs://cdn").unwrap(),
+            ("cdn".into(), String::new())
+        );
+        assert_eq!(
+            parse_spec("gs://my-cdn/media/hls/").unwrap(),
+            ("my-cdn".into(), "media/hls/".into())
+        );
+        for bad in [
+            "gs://",
+            "gs://Upper",
+            "gs://a",
+            "gs://b/../x",
+            "s3://b",
+            "gs://b c",
+        ] {
+            assert!(parse_spec(bad).is_err(), "{bad}");
+        }
+    }
+}

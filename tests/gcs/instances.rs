@@ -1,0 +1,1 @@
+//! Several instances sharing one bucket.
