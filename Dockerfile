@@ -34,8 +34,12 @@ RUN apt-get update \
     && xargs -a /usr/local/share/video-transcoder/libav-packages \
         apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin transcoder
+    && groupadd --system --gid 10001 transcoder \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin transcoder \
+    && install -d -o transcoder -g transcoder /var/lib/video-transcoder
 COPY --from=builder /out/video-transcoder /usr/local/bin/video-transcoder
+# A folder of its own, so the local stores' defaults (./data/…) work in a plain `docker run`.
+WORKDIR /var/lib/video-transcoder
 USER 10001:10001
 # Cloud Run sets PORT itself; a container must listen on every interface, not loopback.
 ENV PORT=8080 \
