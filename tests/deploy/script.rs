@@ -280,3 +280,84 @@ fn render_fills_every_placeholder_of_the_service() {
         "video-transcoder-upload-token"
     );
 }
+
+/// Stand-ins for gcloud, curl and ffmpeg that log their arguments to `calls.log` and answer
+/// like a project where `video-transcoder` does not exist yet.
+fn fake_tools(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("calls.log");
+    let tools = [
+        (
+            "gcloud",
+            r#"case "$*" in
+  "run services list"*) ;;
+  "run services replace"*) cp "$4" "$(dirname "$0")/replaced.yaml" ;;
+  "projects describe"*) echo 987654321 ;;
+  "run services describe"*) echo https://video-transcoder-987654321.europe-west1.run.app ;;
+  "auth print-identity-token"*) echo secret-id-token ;;
+esac"#,
+        ),
+        (
+            "curl",
+            r#"case "$*" in *video-status*) echo '{"state": "ready", "renditions": [{"state": "failed"}]}' ;; *) echo '{}' ;; esac"#,
+        ),
+        ("ffmpeg", r#"touch "${@: -1}""#),
+    ];
+    for (name, answer) in tools {
+        let path = dir.join(name);
+        let script = format!(
+            "#!/usr/bin/env bash\necho \"{name} $*\" >> '{}'\n{answer}\n",
+            log.display()
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn the_first_deploy_of_a_new_service_gives_it_all_traffic_and_runs_for_real() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tools(dir.path());
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let run = deploy_sh(&["deploy"], &[("PATH", Some(&path))]);
+    run.assert_ok();
+    let calls = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
+    // The audience is the deterministic URL (the service has none yet); the token stays secret.
+    assert!(
+        calls.contains("--audiences https://video-transcoder-987654321.europe-west1.run.app"),
+        "{calls}"
+    );
+    assert!(!run.stderr.contains("secret-id-token"), "{}", run.stderr);
+    assert!(
+        calls.contains("Authorization: Bearer secret-id-token"),
+        "{calls}"
+    );
+    assert!(
+        run.stderr
+            .contains("does not exist yet: its first revision gets all traffic"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        calls.contains("https://canary---video-transcoder-987654321.europe-west1.run.app/video-status/smoke-0123abcd-r1"),
+        "{calls}"
+    );
+    // The top-level state decides, not a rendition's.
+    assert!(
+        run.stderr.contains("smoke job smoke-0123abcd-r1: ready"),
+        "{}",
+        run.stderr
+    );
+    assert!(calls.contains("gcloud storage rm --recursive"), "{calls}");
+    let replaced: Value =
+        serde_norway::from_str(&std::fs::read_to_string(dir.path().join("replaced.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        replaced["spec"]["traffic"],
+        serde_json::json!([{"revisionName": "video-transcoder-0123abcd-r1", "percent": 100, "tag": "canary"}])
+    );
+}
