@@ -27,6 +27,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     media::init().context("loading the media libraries")?;
+    let libav = media::versions::libraries();
+    match media::versions::check(&libav) {
+        Ok(()) => tracing::info!(libav = %media::versions::summary(&libav), "media libraries"),
+        Err(why) => tracing::error!(%why, "media libraries differ from the build: not ready"),
+    }
     let gcs = storage::GcsOptions {
         endpoint: settings.gcs_endpoint.clone(),
         retry_budget: std::time::Duration::from_secs(settings.storage_retry_seconds),

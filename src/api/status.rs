@@ -30,9 +30,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 when this instance should get work: media libraries loaded, both stores
-/// writable, not shutting down, and enough free disk for scratch; else 503 saying which check
-/// failed.
+/// `GET /readyz`: 200 when this instance should get work: media libraries loaded and the same
+/// major.minor versions as the build's headers, both stores writable, not shutting down, and
+/// enough free disk for scratch; else 503 saying which check failed. `libav` lists each
+/// library's run-time and build-time version.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let media = crate::media::init().map_err(|e| e.to_string());
     let input = state
@@ -59,8 +60,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )),
         None => Err(format!("no disk found for {}", scratch.display())),
     };
+    let libav = crate::media::versions::libraries();
+    let versions = crate::media::versions::check(&libav);
     let checks = [
         ("media", media),
+        ("libavVersions", versions),
         ("inputStore", input),
         ("outputStore", output),
         ("notDraining", draining),
@@ -80,7 +84,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (code, Json(json!({"ready": ready, "checks": details}))).into_response()
+    let libav: serde_json::Map<_, _> = libav
+        .iter()
+        .map(|l| {
+            (
+                l.name.to_string(),
+                json!({"runtime": l.runtime, "compiled": l.compiled}),
+            )
+        })
+        .collect();
+    let body = json!({"ready": ready, "checks": details, "libav": libav});
+    (code, Json(body)).into_response()
 }
 
 /// Free bytes on the disk holding `path` (the mount point that is its longest prefix).

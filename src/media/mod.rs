@@ -12,6 +12,7 @@ pub mod mux;
 pub mod pass;
 pub mod playlist;
 pub mod source;
+pub mod versions;
 
 mod audio;
 mod video;
