@@ -141,6 +141,9 @@ pub struct ServeSettings {
     pub google_cloud_project: Option<String>,
 
     #[command(flatten)]
+    pub access: crate::api::auth::AccessSettings,
+
+    #[command(flatten)]
     pub transcode: TranscodeSettings,
 }
 

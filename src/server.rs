@@ -32,6 +32,8 @@ pub async fn serve(
         Ok(()) => tracing::info!(libav = %media::versions::summary(&libav), "media libraries"),
         Err(why) => tracing::error!(%why, "media libraries differ from the build: not ready"),
     }
+    settings.access.check().map_err(anyhow::Error::msg)?;
+    tracing::info!(routes = %settings.access, "access control");
     let gcs = storage::GcsOptions {
         endpoint: settings.gcs_endpoint.clone(),
         retry_budget: std::time::Duration::from_secs(settings.storage_retry_seconds),

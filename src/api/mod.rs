@@ -1,6 +1,7 @@
 //! HTTP: parses and checks requests, turns them into jobs, and answers from job status. It never
 //! touches ffmpeg; `jobs` does the work.
 
+pub mod auth;
 mod error;
 mod observe;
 mod player;
@@ -40,18 +41,40 @@ impl AppState {
     }
 }
 
-/// Every route of the service.
+/// Every route of the service; `/upload`, `/transcode`, `/video-status` and `/metrics` behind
+/// the access checks of `auth` (open when none is configured).
 pub fn router(state: AppState) -> Router {
+    let access = Arc::new(auth::Access::new(&state.settings.access));
+    let guard = |route| {
+        axum::middleware::from_fn_with_state(
+            auth::Guard {
+                access: access.clone(),
+                route,
+            },
+            auth::require,
+        )
+    };
     let mut router = Router::new()
         .route(
             "/upload",
-            post(upload::upload).layer(DefaultBodyLimit::disable()),
+            post(upload::upload)
+                .layer(DefaultBodyLimit::disable())
+                .route_layer(guard(auth::Route::Upload)),
         )
-        .route("/transcode", post(trigger::transcode))
-        .route("/video-status/{id}", get(status::video_status))
+        .route(
+            "/transcode",
+            post(trigger::transcode).route_layer(guard(auth::Route::Trigger)),
+        )
+        .route(
+            "/video-status/{id}",
+            get(status::video_status).route_layer(guard(auth::Route::Status)),
+        )
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
-        .route("/metrics", get(status::metrics))
+        .route(
+            "/metrics",
+            get(status::metrics).route_layer(guard(auth::Route::Metrics)),
+        )
         .route("/openapi.json", get(status::openapi))
         .route("/player/{id}", get(player::player));
     if let Some(videos) = videos::local_cdn(state.output().as_ref()) {
