@@ -18,6 +18,11 @@ pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
     let mut options = Dictionary::new();
     options.set("protocol_whitelist", "file");
     options.set("format_whitelist", ALLOWED_DEMUXERS);
+    // The mov demuxer's own ways out, off by default, held off here in case that changes: a
+    // track whose data reference (`dref`) names another file, opened relative to the source or
+    // by absolute path.
+    options.set("enable_drefs", "0");
+    options.set("use_absolute_path", "0");
     // The `file:` prefix stops a name like `http:x` or `concat:a|b` from choosing a protocol.
     let url = format!("file:{}", absolute.display());
     format::input_with_dictionary(&url, options).map_err(|e| match e {
