@@ -36,7 +36,7 @@ pub async fn serve(
     tracing::info!(routes = %settings.access, "access control");
     let gcs = storage::GcsOptions {
         endpoint: settings.gcs_endpoint.clone(),
-        retry_budget: std::time::Duration::from_secs(settings.storage_retry_seconds),
+        retry_budget: Duration::from_secs(settings.storage_retry_seconds),
     };
     let input = storage::open(&settings.input_store, &gcs)
         .await
@@ -64,7 +64,12 @@ pub async fn serve(
         memory,
         settings.memory_reserve_mb << 20,
     );
-    let jobs = Jobs::new(engine, output.clone(), settings.max_queued_jobs as usize);
+    let jobs = Jobs::new(
+        engine,
+        output.clone(),
+        settings.max_queued_jobs as usize,
+        Duration::from_secs(settings.claim_ttl),
+    );
     let grace = Duration::from_secs(settings.shutdown_grace);
     tracing::info!(
         %address,

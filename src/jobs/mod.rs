@@ -1,6 +1,7 @@
 //! Job lifecycle: plan renditions, schedule decode passes on the shared encode pool, publish
 //! HLS as tiers finish, and keep status.json honest throughout.
 
+pub mod claim;
 mod outcome;
 pub mod plan;
 pub mod publish;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::claim::{self, Claim, Taken};
 use super::publish;
 use super::request::{Engine, JobRequest};
 use super::run;
@@ -37,9 +38,12 @@ pub struct Jobs {
     draining: AtomicBool,
     /// Measured wall seconds per source second of finished jobs (moving average).
     speed: Mutex<f64>,
-    /// Statuses of jobs that ended ready or partial here lately (they no longer change), so
-    /// polls for them need no store read.
+    /// Final statuses of jobs that ended here lately, so polls for them need no store read.
     recent: Mutex<Recent>,
+    /// This process among the instances sharing the output store, in claims.
+    instance: String,
+    /// How long a claim lasts unrenewed (`CLAIM_TTL`).
+    claim_ttl: Duration,
 }
 
 /// The last `RECENT_JOBS` final statuses, oldest dropped first.
@@ -123,8 +127,15 @@ fn unfinished(active: &HashMap<String, Active>) -> usize {
 }
 
 impl Jobs {
-    pub fn new(engine: Engine, output: Arc<dyn Store>, capacity: usize) -> Arc<Self> {
+    pub fn new(
+        engine: Engine,
+        output: Arc<dyn Store>,
+        capacity: usize,
+        claim_ttl: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            instance: uuid::Uuid::new_v4().to_string(),
+            claim_ttl,
             engine,
             output,
             capacity: capacity.max(1),
@@ -156,12 +167,62 @@ impl Jobs {
 
     /// Whether a new job would be admitted now (checked before accepting an upload's body).
     pub fn check_room(&self) -> Result<(), AdmitError> {
+        self.check_room_in(&self.active.lock().expect("jobs lock"))
+    }
+
+    fn check_room_in(&self, active: &HashMap<String, Active>) -> Result<(), AdmitError> {
         if self.is_draining() {
             return Err(AdmitError::Draining);
         }
-        match self.active_count() {
+        match unfinished(active) {
             n if n >= self.capacity => Err(AdmitError::Busy(n)),
             _ => Ok(()),
+        }
+    }
+
+    /// Makes the job active, unless (checked again, as the store was read meanwhile) another
+    /// request admitted it first (its live status is returned) or the queue filled up.
+    fn insert(
+        &self,
+        video_id: &str,
+        input: String,
+        status: &watch::Receiver<JobStatus>,
+    ) -> Result<Option<JobStatus>, AdmitError> {
+        let mut active = self.active.lock().expect("jobs lock");
+        if let Some(live) = existing(&active, video_id, &input)? {
+            return Ok(Some(live));
+        }
+        self.check_room_in(&active)?;
+        let status = status.clone();
+        active.insert(video_id.to_string(), Active { input, status });
+        metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
+        Ok(None)
+    }
+
+    /// Claims the video for this instance in the output store. `Ok(Err(()))`: another live
+    /// instance is encoding it from the same source. A claim that cannot be written (the store is down)
+    /// does not stop the job: one encode per video is then best effort, and the log says so.
+    async fn claim(
+        &self,
+        video_id: &str,
+        input: &str,
+    ) -> Result<Result<Option<Claim>, ()>, AdmitError> {
+        match claim::take(
+            &self.output,
+            video_id,
+            input,
+            &self.instance,
+            self.claim_ttl,
+        )
+        .await
+        {
+            Ok(Taken::Won(claim)) => Ok(Ok(Some(claim))),
+            Ok(Taken::Held { input: held, .. }) if held == input => Ok(Err(())),
+            Ok(Taken::Held { .. }) => Err(AdmitError::Conflict(video_id.into())),
+            Err(e) => {
+                tracing::warn!(video_id, "no claim on the video, encoding anyway: {e}");
+                Ok(Ok(None))
+            }
         }
     }
 
@@ -185,38 +246,44 @@ impl Jobs {
             return Ok(Admitted::Existing(live));
         }
         let previous = publish::read_status(self.output.as_ref(), &request.video_id).await;
-        if let Some(done) = previous.filter(|p| {
+        if let Some(done) = previous.clone().filter(|p| {
             p.input.as_deref() == Some(input.as_str())
                 && matches!(p.state, JobState::Ready | JobState::Partial)
         }) {
             return Ok(Admitted::Existing(done));
         }
 
-        let mut active = self.active.lock().expect("jobs lock");
-        // Checked again: another request may have admitted it while status.json was read.
-        if let Some(live) = existing(&active, &request.video_id, &input)? {
-            return Ok(Admitted::Existing(live));
-        }
-        if self.is_draining() {
-            return Err(AdmitError::Draining);
-        }
-        let running = unfinished(&active);
-        if running >= self.capacity {
-            return Err(AdmitError::Busy(running));
-        }
+        self.check_room()?;
+        let claim = match self.claim(&request.video_id, &input).await? {
+            Ok(claim) => claim,
+            Err(()) => {
+                // Another instance has it: its status.json, or queued until it writes one.
+                let status = previous
+                    .filter(|p| p.input.as_deref() == Some(input.as_str()))
+                    .unwrap_or_else(|| {
+                        let mut queued = JobStatus::queued(&request.video_id);
+                        queued.input = Some(input.clone());
+                        queued
+                    });
+                return Ok(Admitted::Existing(status));
+            }
+        };
+
         let mut queued = JobStatus::queued(&request.video_id);
         queued.input = Some(input.clone());
         queued.metadata = request.metadata.clone();
         let (updates, status) = watch::channel(queued.clone());
-        active.insert(
-            request.video_id.clone(),
-            Active {
-                input,
-                status: status.clone(),
-            },
-        );
-        metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
-        drop(active);
+        match self.insert(&request.video_id, input, &status) {
+            Ok(None) => {}
+            // Admitted meanwhile by another request here, whose job holds the claim.
+            Ok(Some(live)) => return Ok(Admitted::Existing(live)),
+            Err(e) => {
+                if let Some(claim) = claim {
+                    claim.release().await;
+                }
+                return Err(e);
+            }
+        }
 
         let jobs = self.clone();
         let span = tracing::info_span!("job", video_id = %request.video_id);
@@ -226,9 +293,19 @@ impl Jobs {
                 let engine = jobs.engine.clone();
                 let cancel = jobs.cancel.child_token();
                 // Its own task, so a panic fails this job and nothing else.
+                let held = CancellationToken::new();
+                let keeper = claim.map(|c| tokio::spawn(hold(c, held.clone(), cancel.clone())));
                 let job =
                     tokio::spawn(async move { run::run(request, &engine, cancel, updates).await });
-                let last = match job.await {
+                let result = job.await;
+                held.cancel();
+                if let Some(claim) = match keeper {
+                    Some(keeper) => keeper.await.ok().flatten(),
+                    None => None,
+                } {
+                    claim.release().await;
+                }
+                let last = match result {
                     Ok(last) => last,
                     Err(e) => {
                         tracing::error!("the job crashed: {e}");
@@ -252,12 +329,12 @@ impl Jobs {
         active.remove(video_id);
         metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
         drop(active);
-        if matches!(last.state, JobState::Ready | JobState::Partial) {
-            self.recent
-                .lock()
-                .expect("recent lock")
-                .remember(last.clone());
-        }
+        // Every final state, so a status.json write the store refused (down longer than the
+        // retry budget) still reaches pollers of this instance.
+        self.recent
+            .lock()
+            .expect("recent lock")
+            .remember(last.clone());
         metrics::counter!("transcoder_jobs_total", "state" => last.state.as_str()).increment(1);
         let (Some(started), Some(finished), Some(source)) = (
             last.timestamps.started,
@@ -321,6 +398,26 @@ impl Jobs {
             status.timestamps.finished = Some(Utc::now());
             let write = publish::write_status(self.output.as_ref(), &status);
             let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+        }
+    }
+}
+
+/// Renews `claim` until `done`; returns it then, for release. If another instance took it over
+/// (this one stalled past the time to live), the job is cancelled: that instance encodes now.
+async fn hold(mut claim: Claim, done: CancellationToken, job: CancellationToken) -> Option<Claim> {
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return Some(claim),
+            () = tokio::time::sleep(claim.renew_every()) => {}
+        }
+        match claim.renew().await {
+            Ok(()) => {}
+            Err(crate::storage::StoreError::Changed(_)) => {
+                tracing::error!("another instance took over this video's claim; stopping");
+                job.cancel();
+                return None;
+            }
+            Err(e) => tracing::warn!("renewing the claim: {e}"),
         }
     }
 }

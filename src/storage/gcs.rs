@@ -116,31 +116,21 @@ impl GcsStore {
         }
     }
 
-    async fn write<P>(
-        &self,
-        key: &str,
-        payload: impl Into<Payload<P>>,
-        only_if: Option<Version>,
-    ) -> Result<Version, StoreError>
+    /// Writes `key` whole. Writing the same bytes again is harmless, so it may be retried.
+    async fn write<P>(&self, key: &str, payload: impl Into<Payload<P>>) -> Result<(), StoreError>
     where
         P: StreamingSource + google_cloud_storage::streaming_source::Seek + Send + Sync + 'static,
     {
         let meta = ObjectMeta::for_key(key);
-        let mut write = self
-            .client
+        self.client
             .write_object(self.resource(), self.object(key)?, payload)
             .set_content_type(meta.content_type)
-            .set_cache_control(meta.cache_control);
-        write = match only_if {
-            Some(generation) => write.set_if_generation_match(generation),
-            // Writing the same bytes again is harmless, so plain writes may be retried.
-            None => write.with_idempotency(true),
-        };
-        let object = write
+            .set_cache_control(meta.cache_control)
+            .with_idempotency(true)
             .send_unbuffered()
             .await
             .map_err(|e| self.error(key, e))?;
-        Ok(object.generation)
+        Ok(())
     }
 }
 
@@ -205,7 +195,7 @@ impl Store for GcsStore {
     }
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
-        self.write(key, bytes, None).await.map(drop)
+        self.write(key, bytes).await
     }
 
     async fn put_if(
@@ -214,7 +204,21 @@ impl Store for GcsStore {
         bytes: Bytes,
         only_if: Version,
     ) -> Result<Version, StoreError> {
-        self.write(key, bytes, Some(only_if)).await
+        let meta = ObjectMeta::for_key(key);
+        // One single-shot request with its checksum up front. (fake-gcs-server checks
+        // preconditions only on single-shot uploads, and mangles one whose checksum trails.)
+        let object = self
+            .client
+            .write_object(self.resource(), self.object(key)?, bytes.clone())
+            .set_content_type(meta.content_type)
+            .set_cache_control(meta.cache_control)
+            .set_if_generation_match(only_if)
+            .with_known_crc32c(crc32c::crc32c(&bytes))
+            .with_resumable_upload_threshold(usize::MAX)
+            .send_unbuffered()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(object.generation)
     }
 
     async fn put_stream(&self, key: &str, body: ByteStream, limit: u64) -> Result<u64, StoreError> {
@@ -245,7 +249,7 @@ impl Store for GcsStore {
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
         let source = tokio::fs::File::open(file).await?;
-        self.write(key, source, None).await?;
+        self.write(key, source).await?;
         tokio::fs::remove_file(file).await?;
         Ok(())
     }

@@ -26,3 +26,63 @@ async fn a_missing_source_fails_naming_the_object() {
     );
     app.stop().await;
 }
+
+/// The emulator goes away mid-job and comes back: the storage calls in flight retry with backoff
+/// and the job completes, with every rendition in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_going_away_and_back_mid_job_is_retried_to_ready() {
+    let ws = Workspace::new("gcs_outage");
+    let clip = std::fs::read(ws.clip("clip.mp4", 1280, 720, 4.0, true)).unwrap();
+    let mut gcs = emulator().await;
+    gcs.put(INPUT, "clip.mp4", clip).await;
+    let app = spawn_gcs_app(&gcs, &["--storage-retry-seconds", "60"]).await;
+    let answer = app
+        .api
+        .trigger(&trigger("gcs-outage", "clip.mp4"), &[])
+        .await;
+    assert_eq!(answer.code, 202, "{:?}", answer.body);
+    app.api
+        .wait_for("gcs-outage", |s| s["state"] == "processing")
+        .await;
+
+    gcs.stop();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let during = app.api.status("gcs-outage").await;
+    assert_ne!(during["state"], "ready", "finished with the bucket down");
+    gcs.resume().await;
+
+    let status = app.api.wait_final("gcs-outage").await;
+    assert_eq!(status["state"], "ready", "{status:#}");
+    for rendition in status["renditions"].as_array().unwrap() {
+        let playlist = rendition["playlist"].as_str().unwrap();
+        let key = cdn_key("gcs-outage", &format!("manifest/{playlist}"));
+        assert!(gcs.get(CDN, &key).await.is_some(), "{key} is missing");
+    }
+    app.stop().await;
+}
+
+/// With the bucket gone for longer than the retry budget the job ends `failed`, saying why,
+/// and the service goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
+    let ws = Workspace::new("gcs_down");
+    let clip = std::fs::read(ws.clip("clip.mp4", 640, 360, 3.0, false)).unwrap();
+    let mut gcs = emulator().await;
+    gcs.put(INPUT, "clip.mp4", clip).await;
+    let app = spawn_gcs_app(&gcs, &["--storage-retry-seconds", "2"]).await;
+    app.hold_encodes();
+    let answer = app.api.trigger(&trigger("gcs-down", "clip.mp4"), &[]).await;
+    assert_eq!(answer.code, 202, "{:?}", answer.body);
+    app.api
+        .wait_for("gcs-down", |s| s["state"] == "processing")
+        .await;
+    gcs.stop();
+    app.release_encodes();
+
+    let status = app.api.wait_final("gcs-down").await;
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let reasons = status.to_string();
+    assert!(reasons.contains(&format!("gs://{CDN}")), "{status:#}");
+    assert_eq!(app.api.get("/healthz").await.code, 200);
+    app.stop().await;
+}
