@@ -384,3 +384,21 @@ async fn secrets_and_tokens_never_reach_the_log_or_the_help() {
         );
     }
 }
+
+/// When the keys cannot be fetched (nothing listens at `OIDC_JWKS_URL`), a trigger with a
+/// well-formed token gets 503, which Pub/Sub and Eventarc retry, rather than a 401 that blames
+/// the caller; a caller without a token still gets 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_keys_are_503_not_401() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/certs", closed.local_addr().unwrap());
+    drop(closed);
+    let emails = format!("--trigger-allowed-emails={ALLOWED}");
+    let jwks = format!("--oidc-jwks-url={url}");
+    let app = spawn_app(&["--trigger-audience", AUDIENCE, &emails, &jwks]).await;
+    let body = direct_trigger("x", "incoming/x.mp4");
+    let answer = trigger_as(&app.api, Some(&bearer(&sign(&claims()))), &body).await;
+    assert_error(&answer, 503, "unavailable");
+    assert_unauthorized(&trigger_as(&app.api, None, &body).await);
+    app.stop().await;
+}
