@@ -4,6 +4,8 @@
 //! `/video-status` and `/metrics` can be closed to need either. Checked here as defence in depth
 //! even when Cloud Run's IAM has checked the caller first.
 
+mod keys;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use google_cloud_auth::errors::CredentialsError;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use keys::{KeyError, PublishedKeys};
 
 /// Google's signing keys for ID tokens.
 pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
@@ -199,26 +202,33 @@ pub struct Access {
     /// One check at a time: the verifier's key cache refuses, rather than waits for, a
     /// concurrent lookup (its lock is taken with `try_write`), which would turn valid tokens
     /// into 401s under load. A check of a cached key takes well under a millisecond.
-    verifier: Option<tokio::sync::Mutex<Verifier>>,
+    tokens: Option<tokio::sync::Mutex<TokenCheck>>,
+}
+
+/// What checks an ID token: the published keys first, then the verifier.
+struct TokenCheck {
+    keys: PublishedKeys,
+    verifier: Verifier,
 }
 
 impl Access {
     pub fn new(settings: &AccessSettings) -> Self {
-        let verifier = settings.trigger_audience.as_ref().map(|audience| {
-            tokio::sync::Mutex::new(
-                verifier::Builder::new([audience.clone()])
+        let tokens = settings.trigger_audience.as_ref().map(|audience| {
+            tokio::sync::Mutex::new(TokenCheck {
+                keys: PublishedKeys::new(&settings.oidc_jwks_url),
+                verifier: verifier::Builder::new([audience.clone()])
                     .with_jwks_url(settings.oidc_jwks_url.clone())
                     .build(),
-            )
+            })
         });
         Self {
             settings: settings.clone(),
-            verifier,
+            tokens,
         }
     }
 
     fn rule(&self, route: Route) -> Rule {
-        let id_token = self.verifier.is_some();
+        let id_token = self.tokens.is_some();
         let upload_token = self.settings.upload_token.is_some();
         match route {
             Route::Trigger => Rule {
@@ -252,8 +262,8 @@ impl Access {
         {
             return Ok(());
         }
-        match (&self.verifier, rule.id_token) {
-            (Some(verifier), true) => self.check_id_token(verifier, token).await,
+        match (&self.tokens, rule.id_token) {
+            (Some(tokens), true) => self.check_id_token(tokens, token).await,
             _ => Err(ApiError::Unauthorized(
                 "the bearer token is not valid".into(),
             )),
@@ -262,15 +272,24 @@ impl Access {
 
     async fn check_id_token(
         &self,
-        verifier: &tokio::sync::Mutex<Verifier>,
+        tokens: &tokio::sync::Mutex<TokenCheck>,
         token: &str,
     ) -> Result<(), ApiError> {
         let verified = tokio::time::timeout(VERIFY_TIMEOUT, async {
-            verifier.lock().await.verify(token).await
+            let mut check = tokens.lock().await;
+            check.keys.check(token).await?;
+            Ok(check.verifier.verify(token).await)
         })
         .await
         .map_err(|_| {
             ApiError::Unavailable("timed out fetching the keys that sign ID tokens".into())
+        })?
+        .map_err(|e| match e {
+            KeyError::Unknown(why) => ApiError::Unauthorized(why),
+            KeyError::Unavailable(why) => {
+                tracing::error!("cannot fetch the ID token keys: {why}");
+                ApiError::Unavailable("cannot check the ID token now; retry later".into())
+            }
         })?;
         let claims = verified.map_err(|e| match is_transient(&e) {
             true => {

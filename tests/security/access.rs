@@ -402,3 +402,32 @@ async fn unreachable_keys_are_503_not_401() {
     assert_unauthorized(&trigger_as(&app.api, None, &body).await);
     app.stop().await;
 }
+
+/// Tokens naming keys the JWKS does not publish are 401 without a fetch each: 50 of them, each
+/// with a new made-up `kid`, cost at most one fetch of the keys, and a valid token sent among
+/// them is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_key_ids_cost_at_most_one_fetch_a_minute() {
+    let jwks = JwksServer::start().await;
+    let flags = flags(&jwks, &["--open-metrics", "false"]);
+    let app = spawn_app(&refs(&flags)).await;
+    let api = &app.api;
+    let valid = bearer(&sign(&claims()));
+    assert_eq!(get_as(api, Some(&valid), "/metrics").await.code, 200);
+    let before = jwks.fetches();
+    for i in 0..50 {
+        let token = sign_with(&claims(), &forger_key(), &format!("made-up-{i}"));
+        let answer = get_as(api, Some(&bearer(&token)), "/metrics").await;
+        let message = assert_unauthorized(&answer);
+        assert!(message.contains("not published"), "{message}");
+        if i == 25 {
+            assert_eq!(get_as(api, Some(&valid), "/metrics").await.code, 200);
+        }
+    }
+    assert!(
+        jwks.fetches() <= before + 1,
+        "{} fetches for 50 made-up keys",
+        jwks.fetches() - before
+    );
+    app.stop().await;
+}
