@@ -80,6 +80,7 @@ async fn a_source_that_stops_delivering_fails_as_stalled() {
         segmenting: Segmenting {
             kind: SegmentType::Fmp4,
             seconds: 4,
+            on_segment: None,
         },
         audio_kbps: 128,
         encoder_threads: 1,

@@ -41,13 +41,16 @@ pub enum Taken {
     Held { owner: String, input: String },
 }
 
-/// Claims `video_id` for `owner`, who will encode it from `input`.
+/// Claims `video_id` for `owner`, who will encode it from `input`. `abandoned`: the video's
+/// status.json shows its job stopped (not rewritten for a minute), so a claim still held by
+/// another instance is taken over without waiting for it to expire.
 pub async fn take(
     store: &Arc<dyn Store>,
     video_id: &str,
     input: &str,
     owner: &str,
     ttl: Duration,
+    abandoned: bool,
 ) -> Result<Taken, StoreError> {
     let key = publish::key(video_id, "claim.json");
     let mut claim = Claim {
@@ -78,19 +81,28 @@ pub async fn take(
             Ok(held) if held.owner == owner && held.input == input => {
                 return Ok(Taken::Won(claim));
             }
-            Ok(held) if held.expires > Utc::now() => {
+            Ok(held) if held.expires > Utc::now() && !abandoned => {
                 return Ok(Taken::Held {
                     owner: held.owner,
                     input: held.input,
                 });
             }
-            Ok(expired) => {
-                tracing::info!(owner = %expired.owner, "taking over an expired claim");
+            Ok(stale) => {
+                tracing::info!(owner = %stale.owner, "taking over the claim of a stopped job");
             }
             Err(e) => tracing::warn!("replacing a claim that does not parse: {e}"),
         }
     }
     Err(StoreError::Changed(claim.key))
+}
+
+/// The source a live claim on `video_id` encodes from, if another instance holds one (a job
+/// that has not written its first status.json yet).
+pub async fn holder(store: &dyn Store, video_id: &str) -> Option<String> {
+    let key = publish::key(video_id, "claim.json");
+    let bytes = store.get(&key).await.ok()??;
+    let record: Record = serde_json::from_slice(&bytes).ok()?;
+    (record.expires > Utc::now()).then_some(record.input)
 }
 
 impl Claim {
@@ -135,20 +147,29 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()).unwrap());
         let minute = Duration::from_secs(60);
 
-        let Taken::Won(first) = take(&store, "v", "in/a.mp4", "one", minute).await.unwrap() else {
+        let Taken::Won(first) = take(&store, "v", "in/a.mp4", "one", minute, false)
+            .await
+            .unwrap()
+        else {
             panic!("the first claim wins");
         };
-        let second = take(&store, "v", "in/a.mp4", "two", minute).await.unwrap();
+        let second = take(&store, "v", "in/a.mp4", "two", minute, false)
+            .await
+            .unwrap();
         assert!(
             matches!(&second, Taken::Held { owner, .. } if owner == "one"),
             "{second:?}"
         );
         // The owner asking again (a redelivered trigger) keeps it.
-        let again = take(&store, "v", "in/a.mp4", "one", minute).await.unwrap();
+        let again = take(&store, "v", "in/a.mp4", "one", minute, false)
+            .await
+            .unwrap();
         assert!(matches!(again, Taken::Won(_)), "{again:?}");
 
         first.release().await;
-        let after = take(&store, "v", "in/a.mp4", "two", minute).await.unwrap();
+        let after = take(&store, "v", "in/a.mp4", "two", minute, false)
+            .await
+            .unwrap();
         let Taken::Won(mut taken) = after else {
             panic!("a released claim can be taken: {after:?}");
         };
@@ -156,14 +177,26 @@ mod tests {
 
         // A claim whose owner stopped renewing is taken over once it expires.
         let short = Duration::from_millis(1);
-        let Taken::Won(_) = take(&store, "w", "in/b.mp4", "crashed", short)
+        let Taken::Won(_) = take(&store, "w", "in/b.mp4", "crashed", short, false)
             .await
             .unwrap()
         else {
             panic!("first claim on w");
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let over = take(&store, "w", "in/b.mp4", "live", minute).await.unwrap();
+        let over = take(&store, "w", "in/b.mp4", "live", minute, false)
+            .await
+            .unwrap();
         assert!(matches!(over, Taken::Won(_)), "{over:?}");
+
+        // A live claim of a job whose status.json went stale (its instance was killed).
+        let killed = take(&store, "w", "in/b.mp4", "next", minute, false)
+            .await
+            .unwrap();
+        assert!(matches!(killed, Taken::Held { .. }), "{killed:?}");
+        let resumed = take(&store, "w", "in/b.mp4", "next", minute, true)
+            .await
+            .unwrap();
+        assert!(matches!(resumed, Taken::Won(_)), "{resumed:?}");
     }
 }

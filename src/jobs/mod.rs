@@ -2,6 +2,7 @@
 //! HLS as tiers finish, and keep status.json honest throughout.
 
 pub mod claim;
+mod early;
 mod outcome;
 pub mod plan;
 pub mod publish;

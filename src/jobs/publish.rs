@@ -1,7 +1,8 @@
 //! Putting finished work in the output store: a rendition's files out of scratch, the master
 //! playlist over everything finished so far, and status.json as it changes.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -27,14 +28,16 @@ pub fn key(video_id: &str, rest: &str) -> String {
 }
 
 /// Publishes a finished rendition folder under `prefix` (`videos/<id>/manifest/<name>`): media
-/// first, the playlist last, so a reader never sees a playlist naming a missing segment.
+/// first, the playlist last, so a reader never sees a playlist naming a missing segment. Files
+/// published during the encode are gone from the folder; `moved` has their sizes.
 /// Returns the measured rates and the keys written.
 pub async fn rendition(
     store: &dyn Store,
     from: &Path,
     prefix: &str,
+    moved: &HashMap<PathBuf, u64>,
 ) -> Result<(Rates, Vec<String>), MediaError> {
-    let rates = MediaPlaylist::read(from)?.rates();
+    let rates = MediaPlaylist::read_with(from, moved)?.rates();
     let mut names: Vec<String> = std::fs::read_dir(from)?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_, _>>()?;

@@ -200,22 +200,17 @@ impl Jobs {
     }
 
     /// Claims the video for this instance in the output store. `Ok(Err(()))`: another live
-    /// instance is encoding it from the same source. A claim that cannot be written (the store is down)
-    /// does not stop the job: one encode per video is then best effort, and the log says so.
+    /// instance is encoding it from the same source. `abandoned`: status.json says its last job
+    /// stopped. A claim that cannot be written (the store is down) does not stop the job: one
+    /// encode per video is then best effort, and the log says so.
     async fn claim(
         &self,
         video_id: &str,
         input: &str,
+        abandoned: bool,
     ) -> Result<Result<Option<Claim>, ()>, AdmitError> {
-        match claim::take(
-            &self.output,
-            video_id,
-            input,
-            &self.instance,
-            self.claim_ttl,
-        )
-        .await
-        {
+        let (owner, ttl) = (&self.instance, self.claim_ttl);
+        match claim::take(&self.output, video_id, input, owner, ttl, abandoned).await {
             Ok(Taken::Won(claim)) => Ok(Ok(Some(claim))),
             Ok(Taken::Held { input: held, .. }) if held == input => Ok(Err(())),
             Ok(Taken::Held { .. }) => Err(AdmitError::Conflict(video_id.into())),
@@ -254,23 +249,21 @@ impl Jobs {
         }
 
         self.check_room()?;
-        let claim = match self.claim(&request.video_id, &input).await? {
+        let abandoned = previous
+            .clone()
+            .is_some_and(|p| p.orphaned(Utc::now(), ORPHANED_AFTER).state == JobState::Interrupted);
+        let claim = match self.claim(&request.video_id, &input, abandoned).await? {
             Ok(claim) => claim,
             Err(()) => {
                 // Another instance has it: its status.json, or queued until it writes one.
                 let status = previous
                     .filter(|p| p.input.as_deref() == Some(input.as_str()))
-                    .unwrap_or_else(|| {
-                        let mut queued = JobStatus::queued(&request.video_id);
-                        queued.input = Some(input.clone());
-                        queued
-                    });
+                    .unwrap_or_else(|| JobStatus::queued_from(&request.video_id, input.clone()));
                 return Ok(Admitted::Existing(status));
             }
         };
 
-        let mut queued = JobStatus::queued(&request.video_id);
-        queued.input = Some(input.clone());
+        let mut queued = JobStatus::queued_from(&request.video_id, input.clone());
         queued.metadata = request.metadata.clone();
         let (updates, status) = watch::channel(queued.clone());
         match self.insert(&request.video_id, input, &status) {
@@ -363,11 +356,15 @@ impl Jobs {
             return live;
         }
         let recent = self.recent.lock().expect("recent lock").get(video_id);
-        match recent {
-            Some(status) => Some(status),
-            None => publish::read_status(self.output.as_ref(), video_id)
+        if recent.is_some() {
+            return recent;
+        }
+        match publish::read_status(self.output.as_ref(), video_id).await {
+            Some(status) => Some(status.orphaned(Utc::now(), ORPHANED_AFTER)),
+            // Claimed by another instance that has not written status.json yet.
+            None => claim::holder(self.output.as_ref(), video_id)
                 .await
-                .map(|s| s.orphaned(Utc::now(), ORPHANED_AFTER)),
+                .map(|input| JobStatus::queued_from(video_id, input)),
         }
     }
 

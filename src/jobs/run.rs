@@ -2,6 +2,7 @@
 //! already published), run decode passes tier by tier on the shared pool, publish each finished
 //! rendition and the master playlist, and keep status.json current.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
+use super::early;
 use super::plan::Plan;
 use super::publish::{self, Finished};
 use super::request::{Engine, JobRequest, Source};
@@ -44,8 +46,7 @@ pub async fn run(
     async move {
         let output = request.output.clone();
         let previous = publish::read_status(output.as_ref(), &request.video_id).await;
-        let mut initial = JobStatus::queued(&request.video_id);
-        initial.input = Some(request.source.uri());
+        let mut initial = JobStatus::queued_from(&request.video_id, request.source.uri());
         initial.metadata = request.metadata.clone();
         let stop_writer = CancellationToken::new();
         let writer = tokio::spawn(publish::status_writer(
@@ -60,6 +61,7 @@ pub async fn run(
             cancel: &cancel,
             tracker: &tracker,
             published: Mutex::new(Vec::new()),
+            early_sizes: Mutex::new(HashMap::new()),
         };
         let result = job.execute(previous).await;
         tracker.update(|s| {
@@ -109,6 +111,8 @@ pub(super) struct Job<'a> {
     pub(super) tracker: &'a Arc<Tracker>,
     /// Keys this run wrote, removed again if the job ends with nothing playable.
     pub(super) published: Mutex<Vec<String>>,
+    /// Sizes of the files published during their pass (no longer in scratch).
+    pub(super) early_sizes: Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl Job<'_> {
@@ -317,6 +321,13 @@ impl Job<'_> {
             .collect();
         tracing::info!(renditions = ?names, "decode pass started");
         let settings = self.settings();
+        let pass_over = CancellationToken::new();
+        let (sink, early) = early::start(
+            self.request.output.clone(),
+            &self.request.video_id,
+            scratch,
+            pass_over.clone(),
+        );
         let mut spec = PassSpec {
             source: PathBuf::new(),
             info: info.clone(),
@@ -327,6 +338,7 @@ impl Job<'_> {
             segmenting: Segmenting {
                 kind: settings.segment_type,
                 seconds: settings.segment_seconds,
+                on_segment: Some(sink),
             },
             audio_kbps: settings.audio_bitrate_kbps,
             encoder_threads: settings.encoder_threads as usize,
@@ -362,6 +374,11 @@ impl Job<'_> {
         let pass_counters = members.iter().map(|&i| counters[i].clone()).collect();
         let outcome = watchdog::run_pass(spec, pass_counters, limits, self.cancel).await;
         let seconds = started.elapsed().as_secs_f64();
+        pass_over.cancel();
+        if let Ok(early) = early.await {
+            self.published.lock().expect("lock").extend(early.keys);
+            self.early_sizes.lock().expect("lock").extend(early.sizes);
+        }
         let results = video_members
             .into_iter()
             .zip(outcome.video.into_iter().map(|r| r.map(Some)))

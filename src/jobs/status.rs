@@ -135,6 +135,14 @@ pub struct JobStatus {
 }
 
 impl JobStatus {
+    /// A queued job of `video_id`, to be made from `input`.
+    pub fn queued_from(video_id: &str, input: String) -> Self {
+        Self {
+            input: Some(input),
+            ..Self::queued(video_id)
+        }
+    }
+
     pub fn queued(video_id: &str) -> Self {
         Self {
             video_id: video_id.into(),

@@ -112,7 +112,7 @@ impl AudioEncoder {
         let encoder = encoder.open_with(options).map_err(audio_error)?;
         let chain =
             Chain::audio(first, self.time_base, encoder.frame_size()).map_err(audio_error)?;
-        let output = HlsOutput::create(&self.dir, self.segmenting, &encoder, time_base)?;
+        let output = HlsOutput::create(&self.dir, &self.segmenting, &encoder, time_base)?;
         Ok((chain, encoder, output))
     }
 }

@@ -1,6 +1,7 @@
 //! One HLS media playlist per rendition, written by libavformat's `hls` muxer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::ValueEnum;
 use ffmpeg_next::{self as ff, Dictionary, Packet, Rational, codec, encoder, format};
@@ -28,10 +29,31 @@ impl SegmentType {
 }
 
 /// Segmenting choices shared by every rendition of a job, so boundaries line up.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Segmenting {
     pub kind: SegmentType,
     pub seconds: u32,
+    /// Told of each media file as soon as it is complete, while later ones are being written.
+    pub on_segment: Option<SegmentSink>,
+}
+
+impl std::fmt::Debug for Segmenting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segmenting")
+            .field("kind", &self.kind)
+            .field("seconds", &self.seconds)
+            .field("on_segment", &self.on_segment.is_some())
+            .finish()
+    }
+}
+
+/// Receives finished media files (the init segment, then segments in order) to publish them
+/// early. It may block: a slow consumer slows the encoder instead of piling up files.
+pub type SegmentSink = Arc<dyn Fn(&Path) + Send + Sync>;
+
+/// The file name of segment `n` (the muxer's `seg_%05d` pattern).
+fn segment_name(kind: SegmentType, n: u32) -> String {
+    format!("seg_{n:05}.{}", kind.extension())
 }
 
 /// Playlist file name inside every rendition folder.
@@ -43,13 +65,18 @@ pub const INIT_SEGMENT: &str = "init.mp4";
 pub struct HlsOutput {
     octx: format::context::Output,
     stream_time_base: Rational,
+    dir: PathBuf,
+    kind: SegmentType,
+    on_segment: Option<SegmentSink>,
+    /// Number of the first segment not yet handed to `on_segment`.
+    next_segment: u32,
 }
 
 impl HlsOutput {
     /// Starts `dir/index.m3u8` for the stream described by an opened `encoder`.
     pub fn create(
         dir: &Path,
-        segmenting: Segmenting,
+        segmenting: &Segmenting,
         encoder: &encoder::Encoder,
         encoder_time_base: Rational,
     ) -> Result<Self, MediaError> {
@@ -68,6 +95,7 @@ impl HlsOutput {
         options.set("hls_playlist_type", "vod");
         options.set("hls_list_size", "0");
         options.set("hls_flags", "independent_segments");
+        // The same names as `segment_name`.
         let pattern = dir.join(format!("seg_%05d.{}", segmenting.kind.extension()));
         options.set("hls_segment_filename", &pattern.to_string_lossy());
         match segmenting.kind {
@@ -92,6 +120,10 @@ impl HlsOutput {
         Ok(Self {
             octx,
             stream_time_base,
+            dir: dir.to_path_buf(),
+            kind: segmenting.kind,
+            on_segment: segmenting.on_segment.clone(),
+            next_segment: 0,
         })
     }
 
@@ -103,9 +135,35 @@ impl HlsOutput {
             packet.set_duration(1);
         }
         packet.rescale_ts(time_base, self.stream_time_base);
+        let key = packet.is_key();
         packet
             .write_interleaved(&mut self.octx)
-            .map_err(|e| MediaError::Encode(format!("writing a segment: {e}")))
+            .map_err(|e| MediaError::Encode(format!("writing a segment: {e}")))?;
+        if key {
+            self.hand_over_finished();
+        }
+        Ok(())
+    }
+
+    /// Segments start only at key frames, and the muxer opens a segment's file once the one
+    /// before it is closed: so when segment n+1 exists, segment n (and the init segment before
+    /// it) is complete.
+    fn hand_over_finished(&mut self) {
+        let Some(on_segment) = &self.on_segment else {
+            return;
+        };
+        while self
+            .dir
+            .join(segment_name(self.kind, self.next_segment + 1))
+            .exists()
+        {
+            let init = self.dir.join(INIT_SEGMENT);
+            if self.next_segment == 0 && self.kind == SegmentType::Fmp4 && init.exists() {
+                on_segment(&init);
+            }
+            on_segment(&self.dir.join(segment_name(self.kind, self.next_segment)));
+            self.next_segment += 1;
+        }
     }
 
     /// Closes the last segment and writes the final playlist (with EXT-X-ENDLIST).

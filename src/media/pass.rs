@@ -98,7 +98,7 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
                 &stream,
                 to_stream(stream.time_base()),
                 target.dir.clone(),
-                spec.segmenting,
+                spec.segmenting.clone(),
                 spec.audio_kbps,
                 shift,
             )?)
@@ -123,7 +123,7 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
     let settings = VideoSettings {
         preset: spec.preset.clone(),
         fps: spec.fps,
-        segmenting: spec.segmenting,
+        segmenting: spec.segmenting.clone(),
         threads: spec.encoder_threads,
     };
     let span = tracing::Span::current();

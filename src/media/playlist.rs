@@ -1,6 +1,7 @@
 //! Reading back a rendition's media playlist to measure what was really encoded.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use super::mux::PLAYLIST;
 
@@ -33,6 +34,12 @@ pub struct Rates {
 impl MediaPlaylist {
     /// Parses `dir/index.m3u8` and sizes every segment it names.
     pub fn read(dir: &Path) -> std::io::Result<Self> {
+        Self::read_with(dir, &HashMap::new())
+    }
+
+    /// Like `read`, for a folder some of whose files were moved away already: `moved` has
+    /// their sizes.
+    pub fn read_with(dir: &Path, moved: &HashMap<PathBuf, u64>) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(dir.join(PLAYLIST))?;
         let size = |name: &str| -> std::io::Result<u64> {
             if name.contains('/') || name.contains("..") {
@@ -40,7 +47,11 @@ impl MediaPlaylist {
                     "unexpected segment URI {name}"
                 )));
             }
-            Ok(std::fs::metadata(dir.join(name))?.len())
+            let path = dir.join(name);
+            match moved.get(&path) {
+                Some(&size) => Ok(size),
+                None => Ok(std::fs::metadata(path)?.len()),
+            }
         };
         let mut playlist = MediaPlaylist {
             target_seconds: 0.0,

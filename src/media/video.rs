@@ -137,7 +137,7 @@ impl RenditionEncoder {
             std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize)
         };
         self.codecs = avc_codecs(extradata);
-        let output = HlsOutput::create(&self.dir, self.settings.segmenting, &encoder, time_base)?;
+        let output = HlsOutput::create(&self.dir, &self.settings.segmenting, &encoder, time_base)?;
         Ok(Open {
             scaler,
             encoder,

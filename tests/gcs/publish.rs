@@ -182,3 +182,57 @@ async fn the_master_is_in_the_bucket_before_the_job_is_ready() {
     assert!(last.contains("1440p/index.m3u8"), "{last}");
     app.stop().await;
 }
+
+/// Segments reach the bucket while their rendition is still encoding, and leave scratch once
+/// uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_are_in_the_bucket_while_their_rendition_encodes() {
+    let ws = Workspace::new("gcs_segments");
+    let clip = std::fs::read(ws.clip("long.mp4", 1280, 720, 12.0, false)).unwrap();
+    let gcs = emulator().await;
+    gcs.put(INPUT, "long.mp4", clip).await;
+    let app = spawn_gcs_app(&gcs, &["--segment-seconds", "2"]).await;
+    let answer = app
+        .api
+        .trigger(&trigger("gcs-segments", "long.mp4"), &[])
+        .await;
+    assert_eq!(answer.code, 202, "{:?}", answer.body);
+    let first = cdn_key("gcs-segments", "manifest/720p/seg_00000.m4s");
+
+    let seen_while_encoding = loop {
+        let status = app.api.status("gcs-segments").await;
+        let encoding = status["renditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["name"] == "720p" && r["state"] == "encoding");
+        if encoding && gcs.metadata(CDN, &first).await.is_some() {
+            let scratch = files_under(&app.scratch_dir());
+            assert!(
+                !scratch.iter().any(|f| f.ends_with("720p/seg_00000.m4s")),
+                "uploaded, yet still in scratch: {scratch:?}"
+            );
+            break true;
+        }
+        if status["state"] != "processing" && status["state"] != "queued" {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        seen_while_encoding,
+        "no 720p segment in the bucket before the pass ended"
+    );
+    let status = app.api.wait_final("gcs-segments").await;
+    assert_eq!(status["state"], "ready", "{status:#}");
+    let playlist = gcs
+        .get(CDN, &cdn_key("gcs-segments", "manifest/720p/index.m3u8"))
+        .await
+        .unwrap();
+    let playlist = String::from_utf8(playlist).unwrap();
+    for line in playlist.lines().filter(|l| l.ends_with(".m4s")) {
+        let key = cdn_key("gcs-segments", &format!("manifest/720p/{line}"));
+        assert!(gcs.metadata(CDN, &key).await.is_some(), "{key} missing");
+    }
+    app.stop().await;
+}
