@@ -48,7 +48,7 @@ pub async fn rendition(
         store
             .put_file(&key, &from.join(&name))
             .await
-            .map_err(|e| MediaError::Io(format!("publishing {key}: {e}")))?;
+            .map_err(|e| MediaError::Publish(format!("publishing {key}: {e}")))?;
         keys.push(key);
     }
     Ok((rates, keys))

@@ -46,6 +46,9 @@ pub enum MediaError {
     Encode(String),
     #[error("file system: {0}")]
     Io(String),
+    /// Publishing to the output store failed (after the store's own retries).
+    #[error("{0}")]
+    Publish(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -61,7 +64,10 @@ impl MediaError {
     pub fn is_input_fault(&self) -> bool {
         !matches!(
             self,
-            MediaError::Encode(_) | MediaError::Io(_) | MediaError::Cancelled
+            MediaError::Encode(_)
+                | MediaError::Io(_)
+                | MediaError::Publish(_)
+                | MediaError::Cancelled
         )
     }
 }
