@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Version, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use google_cloud_auth::credentials::idtoken::verifier::{self, Verifier};
 use google_cloud_auth::errors::CredentialsError;
@@ -227,13 +227,7 @@ pub async fn require(State(guard): State<Guard>, request: Request, next: Next) -
     metrics::counter!("transcoder_auth_refusals_total", "route" => route).increment(1);
     let version = request.version();
     drain(request.into_body());
-    let mut response = error.into_response();
-    if version < Version::HTTP_2 {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
+    error.into_refusal(version)
 }
 
 /// Reads and drops what the refused client is still sending (up to a cap), so an HTTP/1.1

@@ -81,6 +81,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to a request refused while its body may still be arriving: on HTTP/1 the
+    /// connection closes after it, since the rest of the body is read away, not used.
+    pub fn into_refusal(self, version: axum::http::Version) -> Response {
+        let mut response = self.into_response();
+        if version < axum::http::Version::HTTP_2 {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+        }
+        response
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();

@@ -1,7 +1,5 @@
 //! Read-only endpoints: a job's status, liveness, readiness, metrics and the API description.
 
-use std::path::Path;
-
 use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
@@ -52,7 +50,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     let scratch = state.settings.transcode.scratch_dir.clone();
     let minimum = state.settings.min_disk_space;
-    let disk = match free_disk_bytes(&scratch) {
+    let disk = match crate::storage::free_disk_bytes(&scratch) {
         Some(free) if free >= minimum => Ok(()),
         Some(free) => Err(format!(
             "{free} bytes free under {}, below MIN_DISK_SPACE ({minimum})",
@@ -95,17 +93,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .collect();
     let body = json!({"ready": ready, "checks": details, "libav": libav});
     (code, Json(body)).into_response()
-}
-
-/// Free bytes on the disk holding `path` (the mount point that is its longest prefix).
-fn free_disk_bytes(path: &Path) -> Option<u64> {
-    let path = std::fs::canonicalize(path).ok()?;
-    let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
-    disks
-        .iter()
-        .filter(|d| path.starts_with(d.mount_point()))
-        .max_by_key(|d| d.mount_point().as_os_str().len())
-        .map(|d| d.available_space())
 }
 
 /// `GET /metrics`: Prometheus text, with the memory gauges read now.

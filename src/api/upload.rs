@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Multipart, State, multipart::Field};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
@@ -54,13 +54,7 @@ fn refuse(error: ApiError, version: Version, mut multipart: Multipart) -> Respon
         };
         let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     });
-    let mut response = error.into_response();
-    if version < Version::HTTP_2 {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
+    error.into_refusal(version)
 }
 
 /// Stores the upload and queues its job.
