@@ -86,3 +86,28 @@ async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
     assert_eq!(app.api.get("/healthz").await.code, 200);
     app.stop().await;
 }
+
+/// Refused uploads leave nothing in the input bucket: one over `MAX_VIDEO_SIZE` (cut mid-stream,
+/// so the resumable upload is never finalised) and one whose metadata, after the file, is bad
+/// (the stored file is deleted again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_uploads_leave_nothing_in_the_bucket() {
+    use reqwest::multipart::{Form, Part};
+    const LIMIT: usize = 100_000;
+    let gcs = emulator().await;
+    let app = spawn_gcs_app(&gcs, &["--max-video-size", &LIMIT.to_string()]).await;
+    let part = |len: usize| Part::bytes(vec![9u8; len]).file_name("clip.mp4");
+
+    let over = app
+        .api
+        .upload_form(Form::new().part("file", part(LIMIT + 4096)))
+        .await;
+    assert_eq!(over.code, 413, "{:?}", over.body);
+    let bad_metadata = Form::new()
+        .part("file", part(1000))
+        .text("metadata", "[1, 2]");
+    let refused = app.api.upload_form(bad_metadata).await;
+    assert_eq!(refused.code, 400, "{:?}", refused.body);
+    assert_eq!(gcs.list(INPUT, "").await, Vec::<String>::new());
+    app.stop().await;
+}
