@@ -123,6 +123,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Proves the store takes writes (for readiness).
     async fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Proves the store can be read, with a read that finds nothing (for readiness: the service
+    /// may read sources from a bucket it is not allowed to write).
+    async fn check_readable(&self) -> Result<(), StoreError> {
+        self.get(".ready").await.map(drop)
+    }
 }
 
 /// Opens the store a setting names: `gs://bucket[/prefix]`, or a local folder (created if

@@ -111,3 +111,24 @@ async fn refused_uploads_leave_nothing_in_the_bucket() {
     assert_eq!(gcs.list(INPUT, "").await, Vec::<String>::new());
     app.stop().await;
 }
+
+/// Readiness reads the input bucket and writes the CDN bucket, and says so, quickly, when the
+/// bucket is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_buckets() {
+    let mut gcs = emulator().await;
+    let app = spawn_gcs_app(&gcs, &["--min-disk-space", "0"]).await;
+    let ready = app.api.get("/readyz").await;
+    assert_eq!(ready.code, 200, "{:?}", ready.body);
+    assert_eq!(ready.body["checks"]["inputStore"], "ok");
+    assert_eq!(ready.body["checks"]["outputStore"], "ok");
+
+    gcs.stop();
+    let started = std::time::Instant::now();
+    let down = app.api.get("/readyz").await;
+    assert_eq!(down.code, 503, "{:?}", down.body);
+    assert_ne!(down.body["checks"]["outputStore"], "ok", "{:?}", down.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(app.api.get("/healthz").await.code, 200);
+    app.stop().await;
+}
