@@ -1,31 +1,10 @@
 //! What the benchmark feeds the service: the clip, and 1 GiB of bytes that never sit in memory.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 /// The clip, generated on first use into `target/bench-data/`.
 pub fn clip() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.ancestors().nth(3).unwrap().join("bench-data");
-    let path = dir.join("gcs-1080p30-30s.mp4");
-    if path.exists() {
-        return path;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    println!("generating {} ...", path.display());
-    let tmp = dir.join("tmp-gcs-1080p30-30s.mp4");
-    let ok = Command::new("ffmpeg")
-        .args("-hide_banner -nostdin -loglevel error -y".split(' '))
-        .args("-f lavfi -i testsrc2=size=1920x1080:rate=30".split(' '))
-        .args("-f lavfi -i sine=frequency=440:sample_rate=48000 -t 30".split(' '))
-        .args("-c:v libx264 -preset ultrafast -pix_fmt yuv420p -g 60 -c:a aac -b:a 128k".split(' '))
-        .arg(&tmp)
-        .status()
-        .expect("ffmpeg not found")
-        .success();
-    assert!(ok, "generating the clip failed");
-    std::fs::rename(&tmp, &path).unwrap();
-    path
+    crate::common::clip("gcs-1080p30-30s.mp4", "testsrc2=size=1920x1080:rate=30", 30)
 }
 
 /// `total` pseudo-random bytes (xorshift64), made 1 MiB at a time as the upload sends them.

@@ -18,16 +18,22 @@
 //! it exits non-zero only if the set-up fails. Every process it starts is killed when the bench
 //! ends, panics included.
 
+#[path = "../common/mod.rs"]
+mod common;
+// The tests' emulator; the bench uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/common/gcs.rs"]
+mod emulator;
 mod inputs;
 mod report;
-mod services;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{Server, memory};
+use emulator::Emulator;
 use inputs::{clip, random_body};
 use serde_json::{Value, json};
-use services::{Emulator, Server, memory};
 
 const INPUT: &str = "bench-in";
 const CDN: &str = "bench-cdn";
@@ -160,7 +166,7 @@ async fn run_clip(
         if master.is_none() {
             let there = match store {
                 Store::Local => master_file.is_file(),
-                Store::Gcs => emulator.fetchable(CDN, &master_object).await,
+                Store::Gcs => emulator.get(CDN, &master_object).await.is_some(),
             };
             if there {
                 master = Some(started.elapsed().as_secs_f64());
@@ -298,10 +304,11 @@ fn main() {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();
-        let emulator = Emulator::start(&[INPUT, CDN]).await;
+        let emulator =
+            Emulator::start_in(Path::new(env!("CARGO_TARGET_TMPDIR")), &[INPUT, CDN]).await;
         println!("emulator on {}", emulator.endpoint());
         let bytes = std::fs::read(&clip).unwrap();
-        emulator.put(INPUT, "clip.mp4", bytes.into()).await;
+        emulator.put(INPUT, "clip.mp4", bytes).await;
 
         let mut runs = Vec::new();
         for round in 1..=ROUNDS {
@@ -310,7 +317,7 @@ fn main() {
             }
         }
         let download = run_download(&emulator, &http).await;
-        let emulator_hwm = memory(emulator.pid(), "VmHWM");
+        let emulator_hwm = emulator.pid().and_then(|pid| memory(pid, "VmHWM"));
         drop(emulator);
         report::print(&runs, &download, emulator_hwm);
     });

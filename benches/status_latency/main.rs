@@ -19,114 +19,22 @@
 //! PASS/MISS. Nothing is asserted; it exits non-zero only if the set-up fails. The server is
 //! killed when the bench ends, panics included.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const TARGET_P99_MS: f64 = 5.0;
 const UPLOADS: usize = 3;
+#[path = "../common/mod.rs"]
+mod common;
 mod measure;
+
+use common::{Server, clip};
 
 use measure::{measure, metrics, percentile, sample};
 
 const STATUS_ROUTE: &str = "/video-status/{id}";
-
-/// The server process; killed when dropped (also while unwinding from a panic).
-struct Server {
-    child: Child,
-    base: String,
-    _root: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(cores: usize) -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("vt-status-bench-")
-            .tempdir()
-            .unwrap();
-        let log = root.path().join("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_video-transcoder"))
-            .arg("serve")
-            .env("PORT", "0")
-            .env("BIND_ADDRESS", "127.0.0.1")
-            .env("INPUT_STORE", root.path().join("input"))
-            .env("OUTPUT_STORE", root.path().join("cdn"))
-            .env("SCRATCH_DIR", root.path().join("scratch"))
-            .env("MAX_PARALLEL_ENCODES", cores.to_string())
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn video-transcoder serve");
-        let mut server = Server {
-            child,
-            base: String::new(),
-            _root: root,
-        };
-        let started = Instant::now();
-        server.base = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let address = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|l| l["message"] == "serving")
-                .and_then(|l| l["address"].as_str().map(str::to_owned));
-            if let Some(address) = address {
-                break format!("http://{address}");
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("the server exited ({status}):\n{text}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the server did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        server
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The clip, generated on first use into `target/bench-data/`.
-fn clip(name: &str, lavfi: &str, seconds: u32) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.ancestors().nth(3).unwrap().join("bench-data");
-    let path = dir.join(name);
-    if path.exists() {
-        return path;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    println!("generating {} ...", path.display());
-    let tmp = dir.join(format!("tmp-{name}"));
-    let ok = Command::new("ffmpeg")
-        .args("-hide_banner -nostdin -loglevel error -y -f lavfi -i".split(' '))
-        .arg(lavfi)
-        .args("-f lavfi -i sine=frequency=440:sample_rate=48000 -t".split(' '))
-        .arg(seconds.to_string())
-        .args("-c:v libx264 -preset ultrafast -pix_fmt yuv420p -g 60 -c:a aac -b:a 128k".split(' '))
-        .arg(&tmp)
-        .status()
-        .expect("ffmpeg not found")
-        .success();
-    assert!(ok, "generating {name} failed");
-    std::fs::rename(&tmp, &path).unwrap();
-    path
-}
 
 async fn upload(http: &reqwest::Client, base: &str, file: &Path) -> String {
     let form = reqwest::multipart::Form::new()
@@ -180,7 +88,7 @@ fn main() {
         20,
     );
     let small = clip("status-240p30-1s.mp4", "testsrc2=size=426x240:rate=30", 1);
-    let server = Server::start(cores);
+    let server = Server::start("status", &[("MAX_PARALLEL_ENCODES", cores.to_string())]);
     // The client gets two threads of its own; it shares the machine with the server.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

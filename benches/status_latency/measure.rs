@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::{STATUS_ROUTE, Server};
+use crate::STATUS_ROUTE;
+use crate::common::Server;
 
 pub(crate) async fn metrics(http: &reqwest::Client, base: &str) -> String {
     let response = http.get(format!("{base}/metrics")).send().await.unwrap();

@@ -23,8 +23,13 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Starts an emulator holding empty `buckets`.
+    /// Starts an emulator holding empty `buckets`, its objects in the system's temp folder.
     pub async fn start(buckets: &[&str]) -> Self {
+        Self::start_in(&std::env::temp_dir(), buckets).await
+    }
+
+    /// Starts an emulator holding empty `buckets`, its objects in a new folder under `parent`.
+    pub async fn start_in(parent: &std::path::Path, buckets: &[&str]) -> Self {
         let address = loop {
             let last = NEXT_ADDRESS.fetch_add(1, Ordering::Relaxed);
             assert!(last < 250, "no free loopback address for an emulator");
@@ -35,7 +40,7 @@ impl Emulator {
         };
         let mut emulator = Self {
             address,
-            root: tempfile::tempdir().unwrap(),
+            root: tempfile::tempdir_in(parent).unwrap(),
             child: None,
             http: reqwest::Client::new(),
         };
@@ -111,13 +116,18 @@ impl Emulator {
         self.root.path().join("objects")
     }
 
-    /// Uploads `bytes` as `bucket/key`.
-    pub async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+    /// The emulator's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Uploads `bytes` (a buffer, or a stream) as `bucket/key`.
+    pub async fn put(&self, bucket: &str, key: &str, bytes: impl Into<reqwest::Body>) {
         let answer = self
             .http
             .post(self.url(&format!("/upload/storage/v1/b/{bucket}/o")))
             .query(&[("uploadType", "media"), ("name", key)])
-            .body(bytes)
+            .body(bytes.into())
             .send()
             .await
             .unwrap();

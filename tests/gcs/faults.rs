@@ -73,8 +73,11 @@ async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
     app.hold_encodes();
     let answer = app.api.trigger(&trigger("gcs-down", "clip.mp4"), &[]).await;
     assert_eq!(answer.code, 202, "{:?}", answer.body);
+    // Planned (so downloaded and probed) and held before its first encode.
     app.api
-        .wait_for("gcs-down", |s| s["state"] == "processing")
+        .wait_for("gcs-down", |s| {
+            s["renditions"].as_array().is_some_and(|r| !r.is_empty())
+        })
         .await;
     gcs.stop();
     app.release_encodes();

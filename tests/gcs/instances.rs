@@ -30,6 +30,15 @@ async fn two_instances_one_trigger_one_encode() {
 
     let status = one.api.wait_final("gcs-shared").await;
     assert_eq!(status["state"], "ready", "{status:#}");
+    // The encoding instance logs the end of its job just after its last status.json write.
+    let started = std::time::Instant::now();
+    while finished_jobs(&one, "gcs-shared") + finished_jobs(&two, "gcs-shared") == 0 {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "no instance logged the job's end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let encoders: Vec<&ServerProcess> = [&one, &two]
         .into_iter()
         .filter(|server| finished_jobs(server, "gcs-shared") > 0)
