@@ -7,13 +7,16 @@ use axum::body::Bytes;
 use axum::extract::{Multipart, State, multipart::Field};
 use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::{Accepted, ApiError, AppState};
-use crate::jobs::{Admitted, JobRequest, Source, watchdog};
+use crate::jobs::{Admitted, JobRequest, Source, scratch, watchdog};
 use crate::media::source::{self, SourceInfo};
 
 /// Largest `metadata` part.
@@ -75,6 +78,7 @@ async fn receive(
 
     let video_id = uuid::Uuid::new_v4().to_string();
     let mut stored: Option<(String, u64)> = None;
+    let mut kept: Option<LocalCopy> = None;
     let mut metadata = None;
     let result = async {
         while let Some(field) = multipart.next_field().await.map_err(bad_multipart)? {
@@ -82,7 +86,11 @@ async fn receive(
                 Some("file") if stored.is_none() => {
                     let name = safe_file_name(field.file_name())?;
                     let key = format!("pending/{video_id}_{name}");
-                    let size = stream_to_store(state, &key, field, max).await?;
+                    // A bucket's upload is also kept in scratch for the job (no download).
+                    if state.input.local_path(&key).is_none() {
+                        kept = LocalCopy::start(state, &video_id).await;
+                    }
+                    let size = stream_to_store(state, &key, field, max, kept.as_mut()).await?;
                     stored = Some((key, size));
                 }
                 Some("file") => {
@@ -110,7 +118,18 @@ async fn receive(
     metrics::counter!("transcoder_upload_bytes_total").increment(size);
     tracing::info!(%video_id, size, key = %key, "upload stored");
 
-    let probe = probe_local(state, &key).await;
+    let prepared = match kept {
+        Some(copy) => copy.finish(size).await,
+        None => None,
+    };
+    let local = match &prepared {
+        Some(dir) => Some(dir.path().join(LocalCopy::NAME)),
+        None => state.input.local_path(&key),
+    };
+    let probe = match local {
+        Some(path) => probe_file(state, path).await,
+        None => None,
+    };
     let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {
         video_id,
@@ -121,6 +140,7 @@ async fn receive(
         output: state.output().clone(),
         metadata,
         probe,
+        prepared,
     };
     let status = match state.jobs.submit(request).await {
         Ok(Admitted::New(status) | Admitted::Existing(status)) => status,
@@ -148,6 +168,7 @@ async fn stream_to_store(
     key: &str,
     mut field: Field<'_>,
     max: u64,
+    mut copy: Option<&mut LocalCopy>,
 ) -> Result<u64, ApiError> {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -158,6 +179,9 @@ async fn stream_to_store(
         loop {
             match field.chunk().await {
                 Ok(Some(chunk)) => {
+                    if let Some(copy) = copy.as_deref_mut() {
+                        copy.write(&chunk).await;
+                    }
                     if tx.send(Ok(chunk)).await.is_err() {
                         return None; // the store stopped (too large, or failed): it says why
                     }
@@ -225,11 +249,60 @@ fn safe_file_name(name: Option<&str>) -> Result<String, ApiError> {
 /// estimate and the job uses it as is. `None` if it cannot be probed here; the job then probes
 /// it itself and reports any problem.
 pub async fn probe_local(state: &AppState, key: &str) -> Option<SourceInfo> {
-    let path = state.input.local_path(key).filter(|p| p.is_file())?;
+    probe_file(state, state.input.local_path(key)?).await
+}
+
+async fn probe_file(state: &AppState, path: PathBuf) -> Option<SourceInfo> {
+    if !path.is_file() {
+        return None;
+    }
     let limits = state.settings.transcode.source_limits();
     watchdog::blocking(move || source::probe(&path, limits))
         .await
         .ok()
+}
+
+/// A copy of an upload bound for a bucket, written to a job scratch folder as it streams by, so
+/// the job (and the estimate's probe) read it there instead of downloading it again. A copy that
+/// cannot be written (a full disk) is given up and the job downloads as usual.
+struct LocalCopy {
+    dir: tempfile::TempDir,
+    file: Option<tokio::fs::File>,
+    written: u64,
+}
+
+impl LocalCopy {
+    const NAME: &str = "source";
+
+    async fn start(state: &AppState, video_id: &str) -> Option<Self> {
+        let dir = scratch::create(&state.settings.transcode.scratch_dir, video_id).ok()?;
+        let file = tokio::fs::File::create(dir.path().join(Self::NAME))
+            .await
+            .ok()?;
+        Some(Self {
+            dir,
+            file: Some(file),
+            written: 0,
+        })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) {
+        let Some(file) = &mut self.file else { return };
+        match file.write_all(chunk).await {
+            Ok(()) => self.written += chunk.len() as u64,
+            Err(e) => {
+                tracing::warn!("keeping a local copy of the upload: {e}; the job will download it");
+                self.file = None;
+            }
+        }
+    }
+
+    /// The folder holding the whole upload, or `None` if the copy is incomplete.
+    async fn finish(mut self, size: u64) -> Option<Arc<tempfile::TempDir>> {
+        let mut file = self.file.take()?;
+        file.flush().await.ok()?;
+        (self.written == size).then(|| Arc::new(self.dir))
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ pub struct JobRequest {
     /// The source as already probed (under the same limits) by whoever queued the job, so it
     /// is not read twice; `None`: the job probes it and reports any problem.
     pub probe: Option<SourceInfo>,
+    /// A scratch folder already holding the source as `source` (an upload kept while it was
+    /// streamed into a bucket): the job works there and downloads nothing. Removed when the
+    /// last holder drops it, job or not.
+    pub prepared: Option<Arc<tempfile::TempDir>>,
 }
 
 /// What every job on this instance runs with: the settings and the shared encode pool.

@@ -146,8 +146,12 @@ impl Job<'_> {
                 }
             }))
         };
-        let scratch = scratch::create(&self.settings().scratch_dir, &self.request.video_id)
-            .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?;
+        let scratch = match &self.request.prepared {
+            Some(prepared) => prepared.clone(),
+            None => scratch::create(&self.settings().scratch_dir, &self.request.video_id)
+                .map(Arc::new)
+                .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?,
+        };
         let source = self.fetch_source(scratch.path()).await?;
         let info = match self.request.probe.clone() {
             Some(info) => info,
@@ -179,8 +183,8 @@ impl Job<'_> {
         self.finish(&info).await
     }
 
-    /// The source as a local file: read in place from a local store, else downloaded once
-    /// into scratch.
+    /// The source as a local file: read in place from a local store, the copy an upload kept,
+    /// or else downloaded once into scratch.
     async fn fetch_source(&self, scratch: &Path) -> Result<PathBuf, JobEnd> {
         let (store, key) = match &self.request.source {
             Source::File(path) => return Ok(path.clone()),
@@ -200,6 +204,9 @@ impl Job<'_> {
             };
         }
         let to = scratch.join("source");
+        if self.request.prepared.is_some() && to.is_file() {
+            return Ok(to);
+        }
         let max_bytes = self.settings().max_video_size;
         match store.download(key, &to, max_bytes).await {
             Ok(_) => Ok(to),

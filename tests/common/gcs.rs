@@ -163,6 +163,16 @@ impl Emulator {
         }
     }
 
+    /// Deletes `bucket/key`.
+    pub async fn delete(&self, bucket: &str, key: &str) {
+        let mut url = reqwest::Url::parse(&self.endpoint()).unwrap();
+        url.path_segments_mut()
+            .unwrap()
+            .extend(["storage", "v1", "b", bucket, "o", key]);
+        let answer = self.http.delete(url).send().await.unwrap();
+        assert!(answer.status().is_success(), "deleting {bucket}/{key}");
+    }
+
     /// Names of the objects in `bucket` under `prefix`.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let answer: Value = self
