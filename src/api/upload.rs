@@ -8,7 +8,6 @@ use axum::extract::{Multipart, State, multipart::Field};
 use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::{Accepted, ApiError, AppState};
+use crate::jobs::request::Prepared;
 use crate::jobs::{Admitted, JobRequest, Source, scratch, watchdog};
 use crate::media::source::{self, SourceInfo};
 
@@ -123,7 +123,7 @@ async fn receive(
         None => None,
     };
     let local = match &prepared {
-        Some(dir) => Some(dir.path().join(LocalCopy::NAME)),
+        Some(dir) => dir.path().map(|d| d.join(LocalCopy::NAME)),
         None => state.input.local_path(&key),
     };
     let probe = match local {
@@ -298,10 +298,10 @@ impl LocalCopy {
     }
 
     /// The folder holding the whole upload, or `None` if the copy is incomplete.
-    async fn finish(mut self, size: u64) -> Option<Arc<tempfile::TempDir>> {
+    async fn finish(mut self, size: u64) -> Option<Prepared> {
         let mut file = self.file.take()?;
         file.flush().await.ok()?;
-        (self.written == size).then(|| Arc::new(self.dir))
+        (self.written == size).then(|| Prepared::new(self.dir))
     }
 }
 

@@ -146,10 +146,10 @@ impl Job<'_> {
                 }
             }))
         };
-        let scratch = match &self.request.prepared {
-            Some(prepared) => prepared.clone(),
+        let prepared = self.request.prepared.as_ref().and_then(|p| p.take());
+        let scratch = match prepared {
+            Some(dir) => dir,
             None => scratch::create(&self.settings().scratch_dir, &self.request.video_id)
-                .map(Arc::new)
                 .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?,
         };
         let source = self.fetch_source(scratch.path()).await?;
