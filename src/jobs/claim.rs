@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::publish;
 use crate::storage::{Store, StoreError, Version};
@@ -107,13 +108,32 @@ pub async fn holder(store: &dyn Store, video_id: &str) -> Option<String> {
 
 impl Claim {
     /// Extends the claim by its time to live; `Changed` means another instance took it over.
-    pub async fn renew(&mut self) -> Result<(), StoreError> {
+    async fn renew(&mut self) -> Result<(), StoreError> {
         self.write().await
     }
 
     /// How often to renew: well within the time to live.
-    pub fn renew_every(&self) -> Duration {
+    fn renew_every(&self) -> Duration {
         self.ttl / 3
+    }
+
+    /// Renews the claim until `done`, then releases it. If another instance took it over (this
+    /// one stalled past the time to live), `job` is cancelled: that instance encodes now.
+    pub async fn keep(mut self, done: CancellationToken, job: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = done.cancelled() => return self.release().await,
+                () = tokio::time::sleep(self.renew_every()) => {}
+            }
+            match self.renew().await {
+                Ok(()) => {}
+                Err(StoreError::Changed(_)) => {
+                    tracing::error!("another instance took over this video's claim; stopping");
+                    return job.cancel();
+                }
+                Err(e) => tracing::warn!("renewing the claim: {e}"),
+            }
+        }
     }
 
     /// Gives the claim up, so a later trigger can start at once; a job leaves nothing but its

@@ -38,8 +38,8 @@ impl Job<'_> {
         let published = match result {
             Ok(codecs) => {
                 let prefix = self.key(&format!("manifest/{}", status.name));
-                let moved = self.early_sizes.lock().expect("lock").clone();
-                publish::rendition(self.store(), &scratch.join(&status.name), &prefix, &moved)
+                let from = scratch.join(&status.name);
+                publish::rendition(self.store(), &from, &prefix, &self.early_sizes)
                     .await
                     .map(|(rates, keys)| {
                         self.published.lock().expect("lock").extend(keys);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -35,9 +36,9 @@ pub async fn rendition(
     store: &dyn Store,
     from: &Path,
     prefix: &str,
-    moved: &HashMap<PathBuf, u64>,
+    moved: &Mutex<HashMap<PathBuf, u64>>,
 ) -> Result<(Rates, Vec<String>), MediaError> {
-    let rates = MediaPlaylist::read_with(from, moved)?.rates();
+    let rates = MediaPlaylist::read_with(from, &moved.lock().expect("lock"))?.rates();
     let mut names: Vec<String> = std::fs::read_dir(from)?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_, _>>()?;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::claim::{self, Claim, Taken};
+use super::claim::{self, Taken};
 use super::publish;
 use super::request::{Engine, JobRequest};
 use super::run;
@@ -199,24 +199,25 @@ impl Jobs {
         Ok(None)
     }
 
-    /// Claims the video for this instance in the output store. `Ok(Err(()))`: another live
-    /// instance is encoding it from the same source. `abandoned`: status.json says its last job
-    /// stopped. A claim that cannot be written (the store is down) does not stop the job: one
+    /// Claims the video for this instance in the output store (a conflict if another instance
+    /// holds it for another source). `abandoned`: status.json says its last job stopped. `None`:
+    /// the claim could not be written (the store is down), which does not stop the job: one
     /// encode per video is then best effort, and the log says so.
     async fn claim(
         &self,
         video_id: &str,
         input: &str,
         abandoned: bool,
-    ) -> Result<Result<Option<Claim>, ()>, AdmitError> {
+    ) -> Result<Option<Taken>, AdmitError> {
         let (owner, ttl) = (&self.instance, self.claim_ttl);
         match claim::take(&self.output, video_id, input, owner, ttl, abandoned).await {
-            Ok(Taken::Won(claim)) => Ok(Ok(Some(claim))),
-            Ok(Taken::Held { input: held, .. }) if held == input => Ok(Err(())),
-            Ok(Taken::Held { .. }) => Err(AdmitError::Conflict(video_id.into())),
+            Ok(Taken::Held { input: held, .. }) if held != input => {
+                Err(AdmitError::Conflict(video_id.into()))
+            }
+            Ok(taken) => Ok(Some(taken)),
             Err(e) => {
                 tracing::warn!(video_id, "no claim on the video, encoding anyway: {e}");
-                Ok(Ok(None))
+                Ok(None)
             }
         }
     }
@@ -249,12 +250,13 @@ impl Jobs {
         }
 
         self.check_room()?;
-        let abandoned = previous
-            .clone()
-            .is_some_and(|p| p.orphaned(Utc::now(), ORPHANED_AFTER).state == JobState::Interrupted);
+        let abandoned = previous.as_ref().is_some_and(|p| {
+            p.state == JobState::Interrupted || p.is_stale(Utc::now(), ORPHANED_AFTER)
+        });
         let claim = match self.claim(&request.video_id, &input, abandoned).await? {
-            Ok(claim) => claim,
-            Err(()) => {
+            Some(Taken::Won(claim)) => Some(claim),
+            None => None,
+            Some(Taken::Held { .. }) => {
                 // Another instance has it: its status.json, or queued until it writes one.
                 let status = previous
                     .filter(|p| p.input.as_deref() == Some(input.as_str()))
@@ -286,17 +288,14 @@ impl Jobs {
                 let engine = jobs.engine.clone();
                 let cancel = jobs.cancel.child_token();
                 // Its own task, so a panic fails this job and nothing else.
-                let held = CancellationToken::new();
-                let keeper = claim.map(|c| tokio::spawn(hold(c, held.clone(), cancel.clone())));
+                let done = CancellationToken::new();
+                let keeper = claim.map(|c| tokio::spawn(c.keep(done.clone(), cancel.clone())));
                 let job =
                     tokio::spawn(async move { run::run(request, &engine, cancel, updates).await });
                 let result = job.await;
-                held.cancel();
-                if let Some(claim) = match keeper {
-                    Some(keeper) => keeper.await.ok().flatten(),
-                    None => None,
-                } {
-                    claim.release().await;
+                done.cancel();
+                if let Some(keeper) = keeper {
+                    let _ = keeper.await;
                 }
                 let last = match result {
                     Ok(last) => last,
@@ -395,26 +394,6 @@ impl Jobs {
             status.timestamps.finished = Some(Utc::now());
             let write = publish::write_status(self.output.as_ref(), &status);
             let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
-        }
-    }
-}
-
-/// Renews `claim` until `done`; returns it then, for release. If another instance took it over
-/// (this one stalled past the time to live), the job is cancelled: that instance encodes now.
-async fn hold(mut claim: Claim, done: CancellationToken, job: CancellationToken) -> Option<Claim> {
-    loop {
-        tokio::select! {
-            () = done.cancelled() => return Some(claim),
-            () = tokio::time::sleep(claim.renew_every()) => {}
-        }
-        match claim.renew().await {
-            Ok(()) => {}
-            Err(crate::storage::StoreError::Changed(_)) => {
-                tracing::error!("another instance took over this video's claim; stopping");
-                job.cancel();
-                return None;
-            }
-            Err(e) => tracing::warn!("renewing the claim: {e}"),
         }
     }
 }

@@ -215,8 +215,8 @@ impl JobStatus {
     /// stopped (crashed, or killed without its shutdown grace): shown as `interrupted`, since a
     /// new trigger resumes it.
     pub fn orphaned(mut self, now: DateTime<Utc>, after: chrono::Duration) -> Self {
-        let last = self.timestamps.updated.unwrap_or(self.timestamps.queued);
-        if !self.state.is_final() && now - last > after {
+        let last = self.last_written();
+        if self.is_stale(now, after) {
             self.state = JobState::Interrupted;
             self.error = Some(format!(
                 "the instance working on this job stopped at {}; trigger it again to resume",
@@ -224,6 +224,15 @@ impl JobStatus {
             ));
         }
         self
+    }
+
+    /// Not finished, yet not rewritten for `after`: no instance is working on it.
+    pub fn is_stale(&self, now: DateTime<Utc>, after: chrono::Duration) -> bool {
+        !self.state.is_final() && now - self.last_written() > after
+    }
+
+    fn last_written(&self) -> DateTime<Utc> {
+        self.timestamps.updated.unwrap_or(self.timestamps.queued)
     }
 }
 
