@@ -3,6 +3,7 @@
 
 pub mod claim;
 mod early;
+mod fetch;
 mod outcome;
 pub mod plan;
 pub mod publish;

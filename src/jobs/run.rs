@@ -28,7 +28,7 @@ use crate::media;
 use crate::media::mux::Segmenting;
 use crate::media::pass::{AudioTarget, PassSpec, VideoTarget};
 use crate::media::source::{self, SourceInfo};
-use crate::storage::{Store, StoreError};
+use crate::storage::Store;
 
 /// How often status.json is rewritten while encoding, at the least.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -181,43 +181,6 @@ impl Job<'_> {
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
         self.finish(&info).await
-    }
-
-    /// The source as a local file: read in place from a local store, the copy an upload kept,
-    /// or else downloaded once into scratch.
-    async fn fetch_source(&self, scratch: &Path) -> Result<PathBuf, JobEnd> {
-        let (store, key) = match &self.request.source {
-            Source::File(path) => return Ok(path.clone()),
-            Source::Object { store, key } => (store, key),
-        };
-        // A bucket is named (the operator needs it); a local folder's path is not shown.
-        let place = match store.bucket() {
-            Some(_) => store.describe(),
-            None => "the input store".to_string(),
-        };
-        let missing = || JobEnd::failed(format!("the source `{key}` does not exist in {place}"));
-        if let Some(path) = store.local_path(key) {
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(missing())
-            };
-        }
-        let to = scratch.join("source");
-        if self.request.prepared.is_some() && to.is_file() {
-            return Ok(to);
-        }
-        let max_bytes = self.settings().max_video_size;
-        match store.download(key, &to, max_bytes).await {
-            Ok(_) => Ok(to),
-            Err(StoreError::NotFound(_)) => Err(missing()),
-            Err(StoreError::TooLarge(limit)) => Err(JobEnd::failed(format!(
-                "the source `{key}` in {place} is larger than MAX_VIDEO_SIZE ({limit} bytes)"
-            ))),
-            Err(e) => Err(JobEnd::failed(format!(
-                "downloading `{key}` from {place}: {e}"
-            ))),
-        }
     }
 
     /// Keeps what an earlier unfinished run of the same source published and still exists.

@@ -12,16 +12,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use google_cloud_auth::credentials::{self, Credentials};
 use google_cloud_gax::error::Error as GcsError;
-use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::{RetryPolicy, RetryPolicyExt};
-use google_cloud_gax::retry_result::RetryResult;
-use google_cloud_gax::retry_state::RetryState;
 use google_cloud_storage::client::Storage;
-use google_cloud_storage::retry_policy::RetryableErrors;
 use google_cloud_storage::streaming_source::{Payload, StreamingSource};
 use tokio::io::AsyncWriteExt;
 
 use super::{ByteStream, ObjectMeta, Store, StoreError, Version, validate_key};
+use retry::LoggedRetries;
+
+mod retry;
 
 const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 
@@ -60,15 +58,10 @@ impl GcsStore {
             .endpoint
             .clone()
             .unwrap_or_else(|| GOOGLE_ENDPOINT.to_string());
-        let backoff = ExponentialBackoffBuilder::new()
-            .with_initial_delay(Duration::from_millis(500))
-            .with_maximum_delay(Duration::from_secs(16))
-            .with_scaling(2.0)
-            .clamp();
         let mut builder = Storage::builder()
             .with_credentials(credentials.clone())
             .with_retry_policy(LoggedRetries::new(options.retry_budget))
-            .with_backoff_policy(backoff);
+            .with_backoff_policy(retry::backoff());
         if let Some(endpoint) = &options.endpoint {
             // Emulators mishandle single-shot (multipart) uploads; resumable ones work everywhere.
             builder = builder
@@ -332,47 +325,6 @@ impl StreamingSource for Limited {
             }
         }
         Some(chunk)
-    }
-}
-
-/// The client's retry rules for transient faults (429, 5xx, resets, timeouts: exponential backoff
-/// with jitter), bounded in time and attempts, with every retry logged.
-#[derive(Debug)]
-struct LoggedRetries {
-    inner: Box<dyn RetryPolicy>,
-}
-
-impl LoggedRetries {
-    fn new(budget: Duration) -> Self {
-        Self {
-            inner: Box::new(
-                RetryableErrors
-                    .with_attempt_limit(12)
-                    .with_time_limit(budget),
-            ),
-        }
-    }
-}
-
-impl RetryPolicy for LoggedRetries {
-    fn on_error(&self, state: &RetryState, error: GcsError) -> RetryResult {
-        let result = self.inner.on_error(state, error);
-        match &result {
-            RetryResult::Continue(e) => tracing::warn!(
-                attempt = state.attempt_count,
-                "Cloud Storage call failed, retrying: {e}"
-            ),
-            RetryResult::Exhausted(e) => tracing::error!(
-                attempt = state.attempt_count,
-                "Cloud Storage call failed, no retries left: {e}"
-            ),
-            RetryResult::Permanent(_) => {}
-        }
-        result
-    }
-
-    fn remaining_time(&self, state: &RetryState) -> Option<Duration> {
-        self.inner.remaining_time(state)
     }
 }
 
