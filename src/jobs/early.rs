@@ -1,19 +1,22 @@
 //! Publishing segments while their pass still encodes: the muxers hand over each finished file
 //! through a bounded queue (an encoder waits when it is full, so a slow bucket slows encoding
 //! instead of filling scratch, which is memory on Cloud Run), a few uploads run at once, and each
-//! uploaded file leaves scratch. Playlists are published with their rendition, after this.
+//! uploaded file leaves scratch. After each upload, the rendition's playlist is published cut
+//! to the segments already out (an EVENT playlist a player can follow); its final VOD version
+//! is published with the rendition, after this.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::publish;
-use crate::media::mux::SegmentSink;
+use crate::media::mux::{PLAYLIST, SegmentSink};
 use crate::storage::Store;
 
 /// Finished files waiting for upload, at most.
@@ -27,6 +30,8 @@ pub struct Early {
     pub keys: Vec<String>,
     /// Sizes of the published files, which are gone from scratch (the rates need them).
     pub sizes: HashMap<PathBuf, u64>,
+    /// Segments each folder's published playlist lists.
+    listed: HashMap<PathBuf, usize>,
 }
 
 /// Starts publishing the files handed to the returned sink: `<scratch>/<name>/<file>` becomes
@@ -58,7 +63,11 @@ pub fn start(
                     }
                     None => break,
                 },
-                Some(done) = uploads.join_next() => early.add(done),
+                Some(done) = uploads.join_next() => {
+                    if let Some(folder) = early.add(done) {
+                        early.publish_playlist(store.as_ref(), &video_id, &scratch, &folder).await;
+                    }
+                }
                 // A pass left running by the watchdog may still hold the sink: stop taking files.
                 () = pass_over.cancelled(), if !closing => {
                     closing = true;
@@ -67,7 +76,11 @@ pub fn start(
             }
         }
         while let Some(done) = uploads.join_next().await {
-            early.add(done);
+            if let Some(folder) = early.add(done) {
+                early
+                    .publish_playlist(store.as_ref(), &video_id, &scratch, &folder)
+                    .await;
+            }
         }
         early
     };
@@ -75,12 +88,87 @@ pub fn start(
 }
 
 impl Early {
-    fn add(&mut self, done: Result<Option<(String, PathBuf, u64)>, tokio::task::JoinError>) {
-        if let Ok(Some((key, path, size))) = done {
-            self.keys.push(key);
-            self.sizes.insert(path, size);
+    /// Records a finished upload; returns the folder of the file it published.
+    fn add(
+        &mut self,
+        done: Result<Option<(String, PathBuf, u64)>, tokio::task::JoinError>,
+    ) -> Option<PathBuf> {
+        let (key, path, size) = done.ok()??;
+        self.keys.push(key);
+        let folder = path.parent().map(Path::to_path_buf);
+        self.sizes.insert(path, size);
+        folder
+    }
+
+    /// Publishes `folder`'s playlist as far as its segments are published, if that lists more
+    /// segments than last time. Failing is only logged: the final playlist comes later anyway.
+    async fn publish_playlist(
+        &mut self,
+        store: &dyn Store,
+        video_id: &str,
+        scratch: &Path,
+        folder: &Path,
+    ) {
+        let Some((text, count)) = published_part(folder, &self.sizes) else {
+            return;
+        };
+        let listed = self.listed.entry(folder.to_path_buf()).or_default();
+        if count <= *listed {
+            return;
+        }
+        let Some(key) = key_for(video_id, scratch, &folder.join(PLAYLIST)) else {
+            return;
+        };
+        match store.put(&key, Bytes::from(text)).await {
+            Ok(()) if *listed == 0 => {
+                *listed = count;
+                self.keys.push(key);
+            }
+            Ok(()) => *listed = count,
+            Err(e) => tracing::warn!("publishing {key} early failed: {e}"),
         }
     }
+}
+
+/// `folder`'s playlist as the muxer last wrote it, cut before the first segment not yet
+/// published (`published` holds the published files), with the number of segments it lists;
+/// `None` if it lists none or its init segment is not out. It stays an EVENT playlist without
+/// an end even if the muxer has just finished the file. The muxer may be rewriting the file: a
+/// torn read loses only its last line, which then names nothing published.
+fn published_part(folder: &Path, published: &HashMap<PathBuf, u64>) -> Option<(String, usize)> {
+    let text = std::fs::read_to_string(folder.join(PLAYLIST)).ok()?;
+    if !text.starts_with("#EXTM3U") {
+        return None;
+    }
+    let is_out = |name: &str| published.contains_key(&folder.join(name));
+    let (mut part, mut pending, mut count) = (String::new(), String::new(), 0);
+    for line in text.lines() {
+        if let Some(map) = line.strip_prefix("#EXT-X-MAP:")
+            && !map.split('"').nth(1).is_some_and(is_out)
+        {
+            return None;
+        }
+        if line.starts_with("#EXT-X-PLAYLIST-TYPE:") {
+            pending.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n");
+            continue;
+        }
+        if line.starts_with('#') {
+            if line != "#EXT-X-ENDLIST" {
+                pending.push_str(line);
+                pending.push('\n');
+            }
+            continue;
+        }
+        if !is_out(line) {
+            break;
+        }
+        part.push_str(&pending);
+        part.push_str(line);
+        part.push('\n');
+        pending.clear();
+        count += 1;
+    }
+    (count > 0).then_some((part, count))
 }
 
 /// The output key of a file in a rendition folder of `scratch`.
@@ -141,5 +229,42 @@ mod tests {
                 .join(format!("videos/v/manifest/360p/seg_{n:05}.m4s"));
             assert_eq!(std::fs::read(published).unwrap().len(), n + 1);
         }
+    }
+
+    #[test]
+    fn a_playlist_is_cut_to_its_published_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path();
+        let text = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n\
+                    #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MAP:URI=\"init.mp4\"\n\
+                    #EXTINF:2.000000,\nseg_00000.m4s\n#EXTINF:2.000000,\nseg_00001.m4s\n\
+                    #EXTINF:1.500000,\nseg_00002.m4s\n#EXT-X-ENDLIST\n";
+        std::fs::write(folder.join(PLAYLIST), text).unwrap();
+        let mut out: HashMap<PathBuf, u64> = ["seg_00000.m4s", "seg_00001.m4s"]
+            .iter()
+            .map(|name| (folder.join(name), 1))
+            .collect();
+        // No init segment out yet: nothing a player could start on.
+        assert_eq!(published_part(folder, &out), None);
+
+        out.insert(folder.join("init.mp4"), 1);
+        let (part, count) = published_part(folder, &out).unwrap();
+        assert_eq!(count, 2);
+        assert!(part.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"), "{part}");
+        assert!(
+            part.ends_with("#EXTINF:2.000000,\nseg_00001.m4s\n"),
+            "{part}"
+        );
+        assert!(
+            !part.contains("seg_00002") && !part.contains("ENDLIST"),
+            "{part}"
+        );
+
+        // A torn read: the last line is cut short and names nothing published.
+        let torn = &text[..text.find("seg_00001.m4s").unwrap() + 8];
+        std::fs::write(folder.join(PLAYLIST), torn).unwrap();
+        assert_eq!(published_part(folder, &out).unwrap().1, 1);
+        std::fs::write(folder.join(PLAYLIST), "#EXTM").unwrap();
+        assert_eq!(published_part(folder, &out), None);
     }
 }

@@ -92,7 +92,9 @@ impl HlsOutput {
         }
         let mut options = Dictionary::new();
         options.set("hls_time", &segmenting.seconds.to_string());
-        options.set("hls_playlist_type", "vod");
+        // EVENT: the playlist is rewritten as each segment closes, so it can be published while
+        // the encode runs; `finish` turns it into the VOD playlist it ends as.
+        options.set("hls_playlist_type", "event");
         options.set("hls_list_size", "0");
         options.set("hls_flags", "independent_segments");
         // The same names as `segment_name`.
@@ -166,10 +168,15 @@ impl HlsOutput {
         }
     }
 
-    /// Closes the last segment and writes the final playlist (with EXT-X-ENDLIST).
+    /// Closes the last segment and writes the final playlist: VOD, with EXT-X-ENDLIST.
     pub fn finish(mut self) -> Result<(), MediaError> {
         self.octx
             .write_trailer()
-            .map_err(|e| MediaError::Encode(format!("closing the playlist: {e}")))
+            .map_err(|e| MediaError::Encode(format!("closing the playlist: {e}")))?;
+        let path = self.dir.join(PLAYLIST);
+        let text = std::fs::read_to_string(&path)?;
+        let text = text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD");
+        std::fs::write(&path, text)?;
+        Ok(())
     }
 }

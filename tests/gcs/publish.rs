@@ -183,8 +183,8 @@ async fn the_master_is_in_the_bucket_before_the_job_is_ready() {
     app.stop().await;
 }
 
-/// Segments reach the bucket while their rendition is still encoding, and leave scratch once
-/// uploaded.
+/// Segments, and a playlist growing with them, reach the bucket while their rendition is still
+/// encoding; segments leave scratch once uploaded. The final playlist is VOD.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_are_in_the_bucket_while_their_rendition_encodes() {
     let ws = Workspace::new("gcs_segments");
@@ -198,31 +198,41 @@ async fn segments_are_in_the_bucket_while_their_rendition_encodes() {
         .await;
     assert_eq!(answer.code, 202, "{:?}", answer.body);
     let first = cdn_key("gcs-segments", "manifest/720p/seg_00000.m4s");
+    let variant = cdn_key("gcs-segments", "manifest/720p/index.m3u8");
 
-    let seen_while_encoding = loop {
+    let growing = loop {
+        // In this order, so that what was seen in the bucket and scratch was seen while the
+        // rendition still encoded. The segment is visible in the bucket a moment before the
+        // uploader hears back and removes the file, hence the polling for both.
+        let playlist = gcs.get(CDN, &variant).await.map(String::from_utf8);
+        let in_scratch = files_under(&app.scratch_dir())
+            .iter()
+            .any(|f| f.ends_with("720p/seg_00000.m4s"));
         let status = app.api.status("gcs-segments").await;
         let encoding = status["renditions"]
             .as_array()
             .into_iter()
             .flatten()
             .any(|r| r["name"] == "720p" && r["state"] == "encoding");
-        // The object is visible in the bucket a moment before the uploader hears back and
-        // removes the file, so both are polled for while the rendition still encodes.
-        let in_scratch = files_under(&app.scratch_dir())
-            .iter()
-            .any(|f| f.ends_with("720p/seg_00000.m4s"));
-        if encoding && !in_scratch && gcs.metadata(CDN, &first).await.is_some() {
-            break true;
+        if let (true, false, Some(Ok(playlist))) = (encoding, in_scratch, playlist) {
+            assert!(gcs.metadata(CDN, &first).await.is_some());
+            break playlist;
         }
-        if status["state"] != "processing" && status["state"] != "queued" {
-            break false;
-        }
+        assert!(
+            status["state"] == "processing" || status["state"] == "queued",
+            "no 720p playlist in the bucket (and segment gone from scratch) while it encoded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // A growing playlist, naming only segments already in the bucket.
     assert!(
-        seen_while_encoding,
-        "no 720p segment in the bucket (and gone from scratch) before the pass ended"
+        growing.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !growing.contains("#EXT-X-ENDLIST"),
+        "{growing}"
     );
+    for line in growing.lines().filter(|l| !l.starts_with('#')) {
+        let key = cdn_key("gcs-segments", &format!("manifest/720p/{line}"));
+        assert!(gcs.metadata(CDN, &key).await.is_some(), "{key} missing");
+    }
     let status = app.api.wait_final("gcs-segments").await;
     assert_eq!(status["state"], "ready", "{status:#}");
     let playlist = gcs
@@ -230,6 +240,10 @@ async fn segments_are_in_the_bucket_while_their_rendition_encodes() {
         .await
         .unwrap();
     let playlist = String::from_utf8(playlist).unwrap();
+    assert!(
+        playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.contains("#EXT-X-ENDLIST"),
+        "{playlist}"
+    );
     for line in playlist.lines().filter(|l| l.ends_with(".m4s")) {
         let key = cdn_key("gcs-segments", &format!("manifest/720p/{line}"));
         assert!(gcs.metadata(CDN, &key).await.is_some(), "{key} missing");
