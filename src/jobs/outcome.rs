@@ -13,6 +13,7 @@ use crate::media::MediaError;
 use crate::media::master::{AudioVariant, VideoVariant};
 use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
+use crate::storage::StoreError;
 
 /// A rendition published by this run, not yet marked ready.
 pub(super) struct Done {
@@ -144,6 +145,22 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// Deletes the published keys `which` picks (best effort: a key left is only unlisted).
+    async fn withdraw(&self, which: impl Fn(&str) -> bool) {
+        let keys: Vec<String> = {
+            let mut published = self.published.lock().expect("lock");
+            let (gone, kept) = published.drain(..).partition(|key| which(key));
+            *published = kept;
+            gone
+        };
+        for key in keys {
+            match self.store().delete(&key).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => tracing::warn!("withdrawing {key}: {e}"),
+            }
+        }
+    }
+
     /// `ready` when every rendition is, `partial` when some are, `failed` when nothing plays.
     pub(super) async fn finish(&self, info: &SourceInfo) -> Result<(), JobEnd> {
         let status = self.tracker.snapshot();
@@ -161,12 +178,18 @@ impl Job<'_> {
         } else {
             RenditionKind::Audio
         };
+        // What failed renditions published during their encode is withdrawn: nothing lists it.
+        let failed: Vec<String> = status
+            .renditions
+            .iter()
+            .filter(|r| r.state == RenditionState::Failed)
+            .map(|r| self.key(&format!("manifest/{}/", r.name)))
+            .collect();
+        self.withdraw(|key| failed.iter().any(|prefix| key.starts_with(prefix)))
+            .await;
         if ready(main) == 0 {
             // Nothing to play: leave no half-made package behind, only status.json with why.
-            let keys = std::mem::take(&mut *self.published.lock().expect("lock"));
-            for key in keys {
-                let _ = self.store().delete(&key).await;
-            }
+            self.withdraw(|_| true).await;
             self.tracker.update(|s| {
                 s.playable = false;
                 s.master_playlist = None;

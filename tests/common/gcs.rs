@@ -116,6 +116,21 @@ impl Emulator {
         self.root.path().join("objects")
     }
 
+    /// Freezes the emulator (SIGSTOP): connections stay open and nothing answers, as with a
+    /// bucket that has become very slow. `thaw` lets it go on.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid().expect("the emulator runs") as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
     /// The emulator's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -1,6 +1,7 @@
 //! What goes wrong with a bucket: a missing source, and the emulator going away mid-job.
 
 use crate::*;
+use std::time::Duration;
 
 /// A trigger naming an object that is not there fails the job with the object's full name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +88,79 @@ async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
     let reasons = status.to_string();
     assert!(reasons.contains(&format!("gs://{CDN}")), "{status:#}");
     assert_eq!(app.api.get("/healthz").await.code, 200);
+    app.stop().await;
+}
+
+/// A rendition that fails after publishing some segments takes them back: the bucket freezes
+/// while the 720p pass encodes, the full upload queue holds the encoder until the watchdog fails
+/// the pass as stalled, and once the bucket answers again the job ends partial with nothing of
+/// the 720p rendition left in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rendition_failing_mid_encode_leaves_nothing_in_the_bucket() {
+    let ws = Workspace::new("gcs_withdraw");
+    // 60 segments (2 s GOPs), far more than the upload queue holds; 10 fps keeps encodes short.
+    let clip = ws.clip_with(
+        "clip.mp4",
+        "testsrc2=size=1280x720:rate=10:duration=120",
+        None,
+        &["-pix_fmt", "yuv420p"],
+    );
+    let clip = std::fs::read(clip).unwrap();
+    let gcs = emulator().await;
+    gcs.put(INPUT, "clip.mp4", clip).await;
+    let flags = [
+        "--decode-plan",
+        "per-tier",
+        "--segment-seconds",
+        "2",
+        "--stall-timeout",
+        "3",
+        "--storage-retry-seconds",
+        "120",
+    ];
+    let app = spawn_gcs_app(&gcs, &flags).await;
+    let answer = app
+        .api
+        .trigger(&trigger("gcs-withdraw", "clip.mp4"), &[])
+        .await;
+    assert_eq!(answer.code, 202, "{:?}", answer.body);
+    let growing = cdn_key("gcs-withdraw", "manifest/720p/index.m3u8");
+    while gcs.get(CDN, &growing).await.is_none() {
+        let status = app.api.status("gcs-withdraw").await;
+        assert_eq!(status["state"], "processing", "{status:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gcs.freeze();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    gcs.thaw();
+
+    let status = app.api.wait_final("gcs-withdraw").await;
+    assert_eq!(status["state"], "partial", "{status:#}");
+    let rendition = |name: &str| {
+        status["renditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let failed = rendition("720p");
+    assert_eq!(failed["state"], "failed", "{status:#}");
+    assert!(
+        failed["error"].as_str().unwrap_or("").contains("stalled"),
+        "{failed:#}"
+    );
+    assert_eq!(rendition("480p")["state"], "ready", "{status:#}");
+    let left = gcs
+        .list(CDN, &cdn_key("gcs-withdraw", "manifest/720p/"))
+        .await;
+    assert_eq!(left, Vec::<String>::new());
+    let master = gcs
+        .get(CDN, &cdn_key("gcs-withdraw", "manifest/master.m3u8"))
+        .await
+        .unwrap();
+    assert!(!String::from_utf8(master).unwrap().contains("720p"));
     app.stop().await;
 }
 
