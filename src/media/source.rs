@@ -220,7 +220,9 @@ fn check_tail(input: &mut format::context::Input, duration: f64) -> Result<(), M
     }
     if packets == 0 {
         return Err(MediaError::Truncated(
-            "no media data where the header says there is".into(),
+            "no media data where the header says there is; if the file is whole, its media \
+             may be kept in other files (MP4 data references), which are never read"
+                .into(),
         ));
     }
     Ok(())

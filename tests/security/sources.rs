@@ -127,6 +127,7 @@ async fn sources_that_name_other_files_or_urls_read_nothing_outside_the_job() {
         "the crafted MP4 is not live bait: with enable_drefs ffprobe read {packets} packets"
     );
     let error = upload_fails(&app, "external.mp4", evil).await;
+    assert!(error.contains("other files"), "{error}");
     bait.assert_untouched(
         &format!("MP4 with an external data reference ({error})"),
         &outputs,
