@@ -21,16 +21,25 @@ pub async fn player(
         &id,
         &state.public_base_url,
         &state.settings.hls_js_url,
+        state.settings.access.open_status,
     )))
 }
 
 /// The page for video `id`; `base` is the public base URL of the output store and
-/// `hls_js_url` where the page loads hls.js from.
-pub fn page(id: &str, base: &str, hls_js_url: &str) -> String {
+/// `hls_js_url` where the page loads hls.js from. With the status route closed to the
+/// public (`open_status` false), the page follows status.json in the output store instead.
+pub fn page(id: &str, base: &str, hls_js_url: &str, open_status: bool) -> String {
+    let base = base.trim_end_matches('/');
+    let status_url = match open_status {
+        true => format!("../video-status/{id}"),
+        false => format!("{base}/videos/{id}/status.json"),
+    };
     let config = json!({
         "id": id,
-        "base": base.trim_end_matches('/'),
+        "base": base,
         "hlsJsUrl": hls_js_url,
+        "statusUrl": status_url,
+        "statusInStore": !open_status,
     });
     fill(
         TEMPLATE,

@@ -177,8 +177,47 @@ async fn player_page_reports_missing_hls_js() {
     assert_eq!(
         page,
         json!({"injected": null, "config": {
-            "id": "no-such-video", "base": base, "hlsJsUrl": hls_js_url}})
+            "id": "no-such-video", "base": base, "hlsJsUrl": hls_js_url,
+            "statusUrl": "../video-status/no-such-video", "statusInStore": false}})
     );
+    browser.close().await;
+    app.stop().await;
+}
+
+/// With `/video-status` closed to the public (`OPEN_STATUS=false`), the page follows the job
+/// through status.json in the output store, as public as the playlists, and still plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_page_follows_status_json_when_the_status_route_is_closed() {
+    let ws = Workspace::new("player_closed");
+    let clip = ws.clip("clip.mp4", 640, 360, 4.0, true);
+    let hls_js = download_hls_js(ws.path()).await;
+    let script_server = serve_file(&hls_js).await;
+    let hls_js_url = format!("{script_server}/hls.min.js");
+    let flags = ["--hls-js-url", &hls_js_url, "--open-status", "false"];
+    let app = spawn_app(&[&flags[..], &["--upload-token", "closed-status-token"]].concat()).await;
+    app.put_input("clip.mp4", &clip);
+    app.hold_encodes();
+    let trigger = json!({"videoId": "closed", "inputPath": "clip.mp4"});
+    let answer = app.api.trigger(&trigger, &[]).await;
+    assert_eq!(answer.code, 202, "{:?}", answer.body);
+    assert_eq!(app.api.get("/video-status/closed").await.code, 401);
+
+    let browser = Browser::start(ws.path()).await;
+    browser.open(&app.api.url("/player/closed")).await;
+    // Held before its first encode: the page shows it processing, read from status.json.
+    browser
+        .wait_for("the held job", Duration::from_secs(30), |s| {
+            s["state"] == "processing"
+        })
+        .await;
+    app.release_encodes();
+    let done = browser
+        .wait_for("playback of the ready job", Duration::from_secs(120), |s| {
+            s["state"] == "ready" && s["time"].as_f64().unwrap_or(0.0) > 1.0
+        })
+        .await;
+    assert_eq!(done["engine"], "hls.js");
+    assert_eq!(done["notice"], "", "the page reported a problem");
     browser.close().await;
     app.stop().await;
 }
