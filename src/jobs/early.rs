@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -15,7 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::publish;
+use super::publish::{self, SAME_OBJECT_GAP};
 use crate::media::mux::{PLAYLIST, SegmentSink};
 use crate::storage::Store;
 
@@ -30,8 +31,8 @@ pub struct Early {
     pub keys: Vec<String>,
     /// Sizes of the published files, which are gone from scratch (the rates need them).
     pub sizes: HashMap<PathBuf, u64>,
-    /// Segments each folder's published playlist lists.
-    listed: HashMap<PathBuf, usize>,
+    /// Segments each folder's published playlist lists, and when it was published.
+    listed: HashMap<PathBuf, (usize, Instant)>,
 }
 
 /// Starts publishing the files handed to the returned sink: `<scratch>/<name>/<file>` becomes
@@ -101,7 +102,8 @@ impl Early {
     }
 
     /// Publishes `folder`'s playlist as far as its segments are published, if that lists more
-    /// segments than last time. Failing is only logged: the final playlist comes later anyway.
+    /// segments than last time and the last time is `SAME_OBJECT_GAP` ago (a later segment
+    /// publishes what this skips). Failing is only logged: the final playlist comes anyway.
     async fn publish_playlist(
         &mut self,
         store: &dyn Store,
@@ -112,19 +114,22 @@ impl Early {
         let Some((text, count)) = published_part(folder, &self.sizes) else {
             return;
         };
-        let listed = self.listed.entry(folder.to_path_buf()).or_default();
-        if count <= *listed {
+        let last = self.listed.get(folder);
+        if last.is_some_and(|&(listed, at)| count <= listed || at.elapsed() < SAME_OBJECT_GAP) {
             return;
         }
         let Some(key) = key_for(video_id, scratch, &folder.join(PLAYLIST)) else {
             return;
         };
+        let first = last.is_none();
+        let at = Instant::now();
         match store.put(&key, Bytes::from(text)).await {
-            Ok(()) if *listed == 0 => {
-                *listed = count;
-                self.keys.push(key);
+            Ok(()) => {
+                self.listed.insert(folder.to_path_buf(), (count, at));
+                if first {
+                    self.keys.push(key);
+                }
             }
-            Ok(()) => *listed = count,
             Err(e) => tracing::warn!("publishing {key} early failed: {e}"),
         }
     }

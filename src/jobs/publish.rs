@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -88,8 +91,12 @@ pub async fn read_status(store: &dyn Store, video_id: &str) -> Option<JobStatus>
         .ok()
 }
 
-/// Keeps status.json in the store equal to the latest status: writes on every change (a slow
-/// store skips intermediate states, never the last), and once more when `stop` fires.
+/// Cloud Storage takes about one write per second to the same object; faster ones draw 429s.
+pub const SAME_OBJECT_GAP: Duration = Duration::from_secs(1);
+
+/// Keeps status.json in the store equal to the latest status: writes on change, at most once
+/// per `SAME_OBJECT_GAP` (changes in between are merged; a slow store skips intermediate
+/// states, never the last), and once more when `stop` fires.
 pub async fn status_writer(
     store: std::sync::Arc<dyn Store>,
     mut updates: watch::Receiver<JobStatus>,
@@ -97,11 +104,17 @@ pub async fn status_writer(
 ) {
     loop {
         let status = updates.borrow_and_update().clone();
+        let written = Instant::now();
         write_status(store.as_ref(), &status).await;
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
             changed = updates.changed() => if changed.is_err() { break },
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(written + SAME_OBJECT_GAP) => {}
         }
     }
     let last = updates.borrow().clone();
