@@ -3,6 +3,8 @@
 use crate::*;
 use std::time::Duration;
 
+use serde_json::Value;
+
 /// A trigger naming an object that is not there fails the job with the object's full name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_source_fails_naming_the_object() {
@@ -93,8 +95,8 @@ async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
 
 /// A rendition that fails after publishing some segments takes them back: the bucket freezes
 /// while the 720p pass encodes, the full upload queue holds the encoder until the watchdog fails
-/// the pass as stalled, and once the bucket answers again the job ends partial with nothing of
-/// the 720p rendition left in it.
+/// the pass as stalled (3 s), and once the bucket answers again the job ends partial with
+/// nothing of the 720p rendition left in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rendition_failing_mid_encode_leaves_nothing_in_the_bucket() {
     let ws = Workspace::new("gcs_withdraw");
@@ -131,7 +133,25 @@ async fn a_rendition_failing_mid_encode_leaves_nothing_in_the_bucket() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gcs.freeze();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The encoder fills the upload queue and waits; once its frame count has stood still past
+    // the stall limit, the watchdog has failed the pass.
+    let frames = |s: &Value| {
+        let renditions = s["renditions"].as_array().cloned().unwrap_or_default();
+        let r = renditions.into_iter().find(|r| r["name"] == "720p");
+        r.map(|r| (r["framesDone"].as_u64(), r["framesExpected"].as_u64()))
+    };
+    let (mut last, mut since) = (None, std::time::Instant::now());
+    while since.elapsed() < Duration::from_millis(4500) {
+        let now = frames(&app.api.status("gcs-withdraw").await);
+        assert!(
+            now.is_some_and(|(done, expected)| done < expected),
+            "720p encoded to the end with the bucket frozen: {now:?}"
+        );
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     gcs.thaw();
 
     let status = app.api.wait_final("gcs-withdraw").await;
