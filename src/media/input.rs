@@ -23,6 +23,11 @@ pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
     // by absolute path.
     options.set("enable_drefs", "0");
     options.set("use_absolute_path", "0");
+    if let Some(missing) = mp4_shortfall(&absolute) {
+        return Err(MediaError::Truncated(format!(
+            "it ends {missing} bytes short of what its MP4 boxes declare; was the upload cut short?"
+        )));
+    }
     // The `file:` prefix stops a name like `http:x` or `concat:a|b` from choosing a protocol.
     let url = format!("file:{}", absolute.display());
     format::input_with_dictionary(&url, options).map_err(|e| match e {
@@ -30,15 +35,62 @@ pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
         ff::Error::Other { errno } if errno == ff::ffi::EINVAL => {
             MediaError::RefusedFormat(guess_format(&absolute).unwrap_or_else(|| "unknown".into()))
         }
-        ff::Error::InvalidData
-            if guess_format(&absolute).is_some_and(|f| f.starts_with("mov,")) =>
-        {
+        // Only a file that starts like an MP4 is called cut short: libav guesses `mov` from a
+        // `.mp4` name alone, for any bytes.
+        ff::Error::InvalidData | ff::Error::Eof if starts_like_mp4(&absolute) => {
             MediaError::Truncated(
-                "the MP4/MOV index (moov) is missing or damaged; was the upload cut short?".into(),
+                "the MP4/MOV index (moov) is missing or damaged: the upload was cut short, or \
+                 the recording was never finished"
+                    .into(),
             )
         }
+        ff::Error::InvalidData => MediaError::Unreadable(
+            "no video or audio format recognised in its bytes, whatever its name says".into(),
+        ),
         other => MediaError::Unreadable(other.to_string()),
     })
+}
+
+/// True when the file begins with an ISO-BMFF (MP4/MOV) box that files begin with.
+fn starts_like_mp4(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    const FIRST_BOXES: [&[u8; 4]; 9] = [
+        b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"styp", b"sidx",
+    ];
+    read.is_ok() && FIRST_BOXES.iter().any(|b| head[4..] == b[..])
+}
+
+/// For a file that starts like an MP4: how many bytes its top-level boxes declare beyond its
+/// end (an upload cut short), if any. Only box headers are read (size, type, 64-bit size).
+fn mp4_shortfall(path: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    if !starts_like_mp4(path) {
+        return None;
+    }
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut at = 0u64;
+    for _ in 0..1_000_000 {
+        if at + 8 > len {
+            break;
+        }
+        let mut header = [0u8; 16];
+        file.seek(SeekFrom::Start(at)).ok()?;
+        let got = file.by_ref().take(16).read(&mut header).ok()?;
+        let size = match u32::from_be_bytes(header[..4].try_into().ok()?) {
+            0 => return None, // the last box, running to the end of the file
+            1 if got == 16 => u64::from_be_bytes(header[8..].try_into().ok()?),
+            1 => return Some(16 - got as u64),
+            size => u64::from(size),
+        };
+        if size < 8 {
+            return None; // not boxes after all: libav judges
+        }
+        at = at.checked_add(size)?;
+    }
+    (at > len).then(|| at - len)
 }
 
 /// Names the demuxer libav would pick from the first bytes, without letting it open anything.
@@ -77,5 +129,67 @@ pub fn start_micros(input: &format::context::Input) -> i64 {
     match unsafe { (*input.as_ptr()).start_time } {
         ff::ffi::AV_NOPTS_VALUE => 0,
         t => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(name: &str, bytes: &[u8]) -> Result<(), MediaError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let limits = super::super::source::Limits {
+            max_bytes: u64::MAX,
+            max_seconds: u64::MAX,
+        };
+        super::super::source::probe(&path, limits).map(drop)
+    }
+
+    /// Bytes that are no media are never called cut short, whatever the name; an MP4 whose end
+    /// is missing is, and says how much is missing.
+    #[test]
+    fn reasons_follow_the_bytes_not_the_name() {
+        let noise: Vec<u8> = (0u32..200_000)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for name in ["noise.mp4", "noise.mov", "noise.mkv"] {
+            let e = opened(name, &noise).unwrap_err();
+            assert!(!matches!(e, MediaError::Truncated(_)), "{name}: {e}");
+        }
+        let e = opened("text.mp4", b"hello, this is not a video\n").unwrap_err();
+        assert!(matches!(e, MediaError::Unreadable(_)), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("clip.mp4");
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=160x90:duration=1",
+            ])
+            .args(["-c:v", "libx264", "-preset", "ultrafast"])
+            .arg(&clip)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let whole = std::fs::read(&clip).unwrap();
+        // moov is last: losing its tail, or half the file, leaves an MP4 without its index.
+        let e = opened("cut.mp4", &whole[..whole.len() - 500]).unwrap_err();
+        assert!(matches!(e, MediaError::Truncated(_)), "{e}");
+        assert!(e.to_string().contains(" 500 bytes short"), "{e}");
+        // Cut inside mdat: the moov after it is not even declared, so less is counted.
+        let e = opened("half.mp4", &whole[..whole.len() / 2]).unwrap_err();
+        assert!(e.to_string().contains(" bytes short"), "{e}");
+        // A recording that never got its index: boxes whole, no moov.
+        let mdat_only = [&[0, 0, 0, 8][..], b"mdat"].concat();
+        let ftyp = u32::from_be_bytes(whole[..4].try_into().unwrap()) as usize;
+        let no_index = [&whole[..ftyp], &mdat_only[..]].concat();
+        let e = opened("unfinished.mp4", &no_index).unwrap_err();
+        assert!(e.to_string().contains("never finished"), "{e}");
     }
 }
