@@ -91,7 +91,8 @@ pub struct VideoRendition {
 }
 
 /// Picks the renditions for a source of `width`×`height` display pixels (rotation and sample
-/// aspect ratio already applied): every rung no taller than the short side, never upscaling,
+/// aspect ratio already applied): every rung no taller than the short side (or just above it,
+/// see `NEAR_RUNG`), never upscaling,
 /// display aspect kept, dimensions even. A source below the lowest rung gets one rendition at its
 /// own (even) size. Sorted tallest first.
 pub fn select(ladder: &Ladder, width: u32, height: u32) -> Vec<VideoRendition> {
@@ -101,7 +102,7 @@ pub fn select(ladder: &Ladder, width: u32, height: u32) -> Vec<VideoRendition> {
         .rungs()
         .iter()
         .copied()
-        .filter(|r| r.height <= short)
+        .filter(|r| f64::from(r.height) * NEAR_RUNG <= f64::from(short))
         .collect();
     if picked.is_empty() {
         let lowest = *ladder.rungs().last().expect("a ladder has rungs");
@@ -113,12 +114,13 @@ pub fn select(ladder: &Ladder, width: u32, height: u32) -> Vec<VideoRendition> {
     picked
         .into_iter()
         .map(|rung| {
-            let s = even(f64::from(rung.height));
+            // A rung a little above the source is made at the source's own (even) height.
+            let s = even(f64::from(rung.height)).min((short & !1).max(2));
             let l = even(f64::from(s) * f64::from(long) / f64::from(short)).min(long & !1);
             let (w, h) = if portrait { (s, l) } else { (l, s) };
             VideoRendition {
-                name: format!("{s}p"),
-                tier: Tier::of_height(s),
+                name: format!("{}p", even(f64::from(rung.height))),
+                tier: Tier::of_height(rung.height),
                 width: w,
                 height: h,
                 kbps: scaled_kbps(rung, s, l),
@@ -126,6 +128,10 @@ pub fn select(ladder: &Ladder, width: u32, height: u32) -> Vec<VideoRendition> {
         })
         .collect()
 }
+
+/// A source up to 5 % short of a rung still gets it, at its own height: a 1920×1078 export is
+/// 1080p (made 1078 tall), not 720p.
+const NEAR_RUNG: f64 = 0.95;
 
 /// Nearest even number, at least 2 (H.264 4:2:0 needs even sizes).
 fn even(x: f64) -> u32 {
@@ -172,8 +178,27 @@ mod tests {
         assert_eq!(r.len(), 8);
         let r = select(&Ladder::default(), 1921, 1081);
         assert_eq!((r[0].width, r[0].height), (1920, 1080));
-        let r = select(&Ladder::default(), 1280, 719);
+        let r = select(&Ladder::default(), 1280, 680);
         assert_eq!(names(&r), ["480p", "360p", "240p", "144p"]);
+    }
+
+    #[test]
+    fn a_source_just_short_of_a_rung_gets_it_at_its_own_height() {
+        let r = select(&Ladder::default(), 1919, 1079);
+        assert_eq!(names(&r)[..2], ["1080p", "720p"]);
+        assert_eq!((r[0].width, r[0].height), (1918, 1078));
+        assert_eq!(r[0].tier, Tier::Standard);
+        let r = select(&Ladder::default(), 1280, 719);
+        assert_eq!(
+            (r[0].name.as_str(), r[0].width, r[0].height),
+            ("720p", 1278, 718)
+        );
+        let r = select(&Ladder::default(), 478, 852);
+        assert_eq!(
+            (r[0].name.as_str(), r[0].width, r[0].height),
+            ("480p", 478, 852)
+        );
+        assert_eq!(r[0].tier, Tier::Critical);
     }
 
     #[test]
