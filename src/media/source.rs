@@ -172,9 +172,24 @@ fn scan_ends(input: &mut format::context::Input, wanted: &[usize]) -> Vec<(usize
     ends.into_iter().map(|(s, end, _)| (s, end)).collect()
 }
 
+/// Seconds from the container's start (where the encode's timeline starts) to the end of its
+/// last stream. An MP4 whose streams start late (a leading empty edit) counts the gap in its
+/// own duration; the streams' own ends leave it out.
 fn duration_of(input: &format::context::Input) -> f64 {
+    let start = super::input::start_micros(input) as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+    let streams_end = input
+        .streams()
+        .filter(|s| s.start_time() != ff::ffi::AV_NOPTS_VALUE && s.duration() > 0)
+        .map(|s| (s.start_time() + s.duration()) as f64 * f64::from(s.time_base()))
+        .fold(0.0, f64::max);
+    let spanned = streams_end - start;
     if input.duration() > 0 {
-        return input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+        let declared = input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+        return if spanned > 0.0 {
+            declared.min(spanned)
+        } else {
+            declared
+        };
     }
     input
         .streams()
@@ -193,7 +208,8 @@ fn stream_seconds(stream: &format::stream::Stream) -> f64 {
 /// Reads the last second of every stream: a file cut short behind a valid index (an upload
 /// that stopped half-way) fails here, at probe time, instead of after minutes of encoding.
 fn check_tail(input: &mut format::context::Input, duration: f64) -> Result<(), MediaError> {
-    let target = ((duration - 1.0).max(0.0) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
+    let from_start = ((duration - 1.0).max(0.0) * f64::from(ff::ffi::AV_TIME_BASE)) as i64;
+    let target = super::input::start_micros(input) + from_start;
     // Any frame, not just keyframes: a clip with one keyframe would otherwise land at 0.
     // SAFETY: a plain seek on the open context we own.
     let sought = unsafe {
@@ -350,5 +366,48 @@ fn rate(r: Rational) -> f64 {
         0.0
     } else {
         (f64::from(r) * 1000.0).round() / 1000.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source whose streams start 10 s into the container's timeline (a leading empty edit
+    /// in MP4, a timestamp offset in MPEG-TS) lasts what its streams last, not 13 s: the
+    /// duration limit and the progress count the media.
+    #[test]
+    fn a_late_start_is_not_counted_as_duration() {
+        crate::media::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["offset.mp4", "offset.ts"] {
+            let path = dir.path().join(name);
+            let made = std::process::Command::new("ffmpeg")
+                .args([
+                    "-v",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=160x90:duration=3",
+                ])
+                .args(["-f", "lavfi", "-i", "sine=duration=3"])
+                .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
+                .args(["-output_ts_offset", "10"])
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            let limits = Limits {
+                max_bytes: u64::MAX,
+                max_seconds: 5,
+            };
+            let info = probe(&path, limits).unwrap();
+            assert!(
+                (info.duration_seconds - 3.0).abs() < 0.1,
+                "{name}: {}",
+                info.duration_seconds
+            );
+        }
     }
 }
