@@ -1,6 +1,6 @@
 //! Sources a real platform receives that are hard in other ways than size: HDR, interlaced,
-//! variable frame rate, a file cut short behind a valid index, and crafted playlists that try to
-//! make FFmpeg read other files or URLs.
+//! variable frame rate, a file cut short behind a valid index, a file damaged in the middle, and
+//! crafted playlists that try to make FFmpeg read other files or URLs.
 
 mod common;
 
@@ -111,6 +111,60 @@ fn file_cut_short_behind_a_valid_index_fails_at_probe() {
     assert!(error.contains("truncated"), "{error}");
 }
 
+/// The messages of status.json's `warnings` (absent means none).
+fn warnings(status: &serde_json::Value) -> Vec<String> {
+    let Some(list) = status.get("warnings") else {
+        return Vec::new();
+    };
+    let list = list.as_array().expect("warnings is an array");
+    assert!(!list.is_empty(), "an empty warnings list is left out");
+    list.iter()
+        .map(|w| w.as_str().expect("a warning is a string").to_owned())
+        .collect()
+}
+
+#[test]
+fn source_damaged_in_the_middle_is_delivered_with_a_warning() {
+    let ws = Workspace::new("damaged");
+    let src = ws.clip("src.mp4", 320, 180, 3.0, true);
+    // Overwrite the middle 5 % with noise (xorshift from a fixed seed), as a bad disk or an
+    // interrupted copy does: the container's index stays valid, packets there do not.
+    let mut bytes = fs::read(&src).unwrap();
+    let n = bytes.len() / 20;
+    let start = bytes.len() / 2 - n / 2;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for b in &mut bytes[start..start + n] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(&src, bytes).unwrap();
+
+    let run = ws.transcode(&src, "out", Some("damaged"), &[]);
+    run.assert_success();
+    let status = run.status();
+    assert!(
+        matches!(status["state"].as_str(), Some("ready" | "partial")),
+        "what could be decoded is delivered: {status:#}"
+    );
+    assert_eq!(status["playable"], true);
+    let warnings = warnings(&status);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("damaged") && w.contains("video packet")),
+        "{warnings:?}"
+    );
+    // One summary per pass in the log; the per-packet lines stay at debug.
+    assert!(
+        run.stderr.contains("could not be decoded"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("skipping a damaged"), "{}", run.stderr);
+}
+
 /// A canary file and a loopback listener that crafted sources point at: neither may be read.
 struct Bait {
     canary: std::path::PathBuf,
@@ -206,6 +260,7 @@ fn raw_h264_stream_without_timestamps_is_measured_and_encoded() {
     run.assert_success();
     let status = run.status();
     assert_eq!(status["state"], "ready", "{status:#}");
+    assert_eq!(warnings(&status), Vec::<String>::new(), "an intact source");
     let duration = num(&status["source"]["durationSeconds"]).unwrap();
     assert!((duration - 3.0).abs() < 0.1, "measured duration {duration}");
     let out = probe(&run.manifest_dir().join("360p/index.m3u8"));
@@ -310,6 +365,11 @@ fn undecodable_audio_leaves_a_partial_video_only_package() {
         .unwrap();
     assert_eq!(audio["state"], "failed");
     assert!(audio["error"].as_str().is_some_and(|e| e.contains("audio")));
+    let warnings = warnings(&status);
+    assert!(
+        warnings.iter().any(|w| w.contains("audio packets")),
+        "{warnings:?}"
+    );
     let master = run.master();
     assert!(master.media.is_empty(), "no audio group without audio");
     assert!(master.variants.iter().all(|v| v.get("AUDIO").is_none()));

@@ -26,7 +26,7 @@ use super::watchdog::{self, blocking};
 use crate::config::{DecodePlan, TranscodeSettings};
 use crate::media;
 use crate::media::mux::Segmenting;
-use crate::media::pass::{AudioTarget, PassSpec, VideoTarget};
+use crate::media::pass::{AudioTarget, DamagedPackets, PassSpec, VideoTarget};
 use crate::media::source::{self, SourceInfo};
 use crate::storage::Store;
 
@@ -62,6 +62,7 @@ pub async fn run(
             tracker: &tracker,
             published: Mutex::new(Vec::new()),
             early_sizes: Mutex::new(HashMap::new()),
+            damaged: Mutex::default(),
         };
         let result = job.execute(previous).await;
         tracker.update(|s| {
@@ -113,6 +114,8 @@ pub(super) struct Job<'a> {
     pub(super) published: Mutex<Vec<String>>,
     /// Sizes of the files published during their pass (no longer in scratch).
     pub(super) early_sizes: Mutex<HashMap<PathBuf, u64>>,
+    /// Source packets the decoders refused, the most any pass met (each decodes the same source).
+    pub(super) damaged: Mutex<DamagedPackets>,
 }
 
 impl Job<'_> {
@@ -344,6 +347,12 @@ impl Job<'_> {
         let pass_counters = members.iter().map(|&i| counters[i].clone()).collect();
         let outcome = watchdog::run_pass(spec, pass_counters, limits, self.cancel).await;
         let seconds = started.elapsed().as_secs_f64();
+        let damaged = {
+            let mut worst = self.damaged.lock().expect("lock");
+            *worst = worst.max(outcome.damaged);
+            *worst
+        };
+        self.tracker.update(|s| s.report_damage(damaged));
         pass_over.cancel();
         if let Ok(early) = early.await {
             self.published.lock().expect("lock").extend(early.keys);

@@ -4,7 +4,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::media::ladder::Tier;
+use crate::media::pass::DamagedPackets;
 use crate::media::source::SourceInfo;
+
+/// How every warning about undecodable source packets starts.
+const DAMAGED: &str = "the source is damaged: ";
 
 /// Encoding cost of one AAC frame in "pixels", for the ETA: about a hundredth of a 144p frame.
 const AUDIO_FRAME_WEIGHT: f64 = 400.0;
@@ -126,6 +130,10 @@ pub struct JobStatus {
     /// True once a master playlist with at least one finished rendition exists.
     pub playable: bool,
     pub error: Option<String>,
+    /// What the viewer should know about an output that is ready anyway (a damaged source
+    /// decoded with skips); absent when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub progress: Progress,
     pub source: Option<SourceInfo>,
     pub renditions: Vec<RenditionStatus>,
@@ -151,6 +159,7 @@ impl JobStatus {
             state: JobState::Queued,
             playable: false,
             error: None,
+            warnings: Vec::new(),
             progress: Progress::default(),
             source: None,
             renditions: Vec::new(),
@@ -209,6 +218,28 @@ impl JobStatus {
             percent: (frames * 1000.0).round() / 10.0,
             eta_seconds,
         };
+    }
+
+    /// States in `warnings` how much of the source could not be decoded (the job's worst
+    /// pass), replacing what an earlier pass said.
+    pub fn report_damage(&mut self, damaged: DamagedPackets) {
+        self.warnings.retain(|w| !w.starts_with(DAMAGED));
+        let packets = |n: u64, kind: &str| match n {
+            1 => format!("1 {kind} packet could not be decoded"),
+            n => format!("{n} {kind} packets could not be decoded"),
+        };
+        if damaged.video > 0 {
+            self.warnings.push(format!(
+                "{DAMAGED}{}; the output may show glitches or skips there",
+                packets(damaged.video, "video")
+            ));
+        }
+        if damaged.audio > 0 {
+            self.warnings.push(format!(
+                "{DAMAGED}{}; the sound may drop out briefly there",
+                packets(damaged.audio, "audio")
+            ));
+        }
     }
 
     /// A `queued` or `processing` status not written for `after` belongs to an instance that
@@ -302,5 +333,27 @@ mod tests {
         assert!(orphan.error.unwrap().contains("trigger it again"));
         s.state = JobState::Ready;
         assert_eq!(s.orphaned(now, minute).state, JobState::Ready);
+    }
+
+    #[test]
+    fn damaged_packets_become_one_warning_per_stream_and_none_without_damage() {
+        let mut s = JobStatus::queued("v");
+        s.report_damage(DamagedPackets::default());
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("warnings").is_none(), "{json}");
+        s.report_damage(DamagedPackets { video: 1, audio: 0 });
+        let one = "the source is damaged: 1 video packet could not be decoded; \
+                   the output may show glitches or skips there";
+        assert_eq!(s.warnings, [one]);
+        // A later pass's report replaces the earlier one instead of adding to it.
+        s.report_damage(DamagedPackets {
+            video: 37,
+            audio: 3,
+        });
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("37 video packets"));
+        assert!(s.warnings[1].contains("3 audio packets"));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["warnings"].as_array().map(Vec::len), Some(2));
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::media::MediaError;
-use crate::media::pass::{self, PassOutcome, PassSpec};
+use crate::media::pass::{self, DamagedPackets, PassOutcome, PassSpec};
 
 /// How long a pass asked to stop may take to notice before it is left behind.
 const ABANDON_AFTER: Duration = Duration::from_secs(20);
@@ -38,6 +38,7 @@ pub async fn run_pass(
     let failed = |e: MediaError| PassOutcome {
         video: (0..videos).map(|_| Err(e.clone())).collect(),
         audio: has_audio.then(|| Err(e.clone())),
+        damaged: DamagedPackets::default(),
     };
     let task = background_pass(spec);
     tokio::pin!(task);
@@ -108,6 +109,7 @@ fn relabel(outcome: PassOutcome, reason: &str) -> PassOutcome {
             .map(|r| r.map_err(relabel))
             .collect(),
         audio: outcome.audio.map(|r| r.map_err(relabel)),
+        damaged: outcome.damaged,
     }
 }
 

@@ -24,6 +24,8 @@ pub struct AudioEncoder {
     open: Option<(Chain, ff::encoder::Audio, HlsOutput)>,
     /// AAC frames written, for progress.
     pub frames: u64,
+    /// Packets the decoder refused.
+    pub damaged: u64,
 }
 
 impl AudioEncoder {
@@ -48,6 +50,7 @@ impl AudioEncoder {
             shift,
             open: None,
             frames: 0,
+            damaged: 0,
         })
     }
 
@@ -55,6 +58,7 @@ impl AudioEncoder {
     pub fn push(&mut self, packet: &Packet) -> Result<(), MediaError> {
         if let Err(e) = self.decoder.send_packet(packet) {
             tracing::debug!("skipping a damaged audio packet: {e}");
+            self.damaged += 1;
             return Ok(());
         }
         self.receive_decoded()

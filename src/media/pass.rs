@@ -51,6 +51,31 @@ pub struct AudioTarget {
 pub struct PassOutcome {
     pub video: Vec<Result<String, MediaError>>,
     pub audio: Option<Result<(), MediaError>>,
+    /// Packets of the source the decoders could not decode (skipped, as players do).
+    pub damaged: DamagedPackets,
+}
+
+/// Packets a pass's decoders refused, per stream: a damaged source the output shows as
+/// glitches or skips, though the pass still succeeds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DamagedPackets {
+    pub video: u64,
+    pub audio: u64,
+}
+
+impl DamagedPackets {
+    pub fn is_empty(self) -> bool {
+        self == Self::default()
+    }
+
+    /// The larger count of each stream: every pass of a job decodes the same source, so the
+    /// job's damage is the most any one pass met, not their sum.
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            video: self.video.max(other.video),
+            audio: self.audio.max(other.audio),
+        }
+    }
 }
 
 impl PassOutcome {
@@ -58,6 +83,7 @@ impl PassOutcome {
         Self {
             video: spec.video.iter().map(|_| Err(error())).collect(),
             audio: spec.audio.as_ref().map(|_| Err(error())),
+            damaged: DamagedPackets::default(),
         }
     }
 }
@@ -128,6 +154,7 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
     };
     let span = tracing::Span::current();
     let mut audio_result = None;
+    let mut damaged = DamagedPackets::default();
     let video_results = std::thread::scope(|scope| {
         let mut senders = Vec::new();
         let mut handles = Vec::new();
@@ -161,6 +188,10 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
             (Ok(()), Some(reason)) => Err(MediaError::Truncated(reason.clone())),
             (read, _) => read,
         };
+        damaged = DamagedPackets {
+            video: video.as_ref().map_or(0, |v| v.damaged),
+            audio: audio.as_ref().map_or(0, |a| a.damaged),
+        };
         audio_result = audio.take().map(|a| read.clone().and_then(|()| a.finish()));
         handles
             .into_iter()
@@ -172,12 +203,22 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
             })
             .collect::<Vec<_>>()
     });
+    if !damaged.is_empty() {
+        tracing::warn!(
+            video_packets = damaged.video,
+            audio_packets = damaged.audio,
+            "the source is damaged: {} video and {} audio packets could not be decoded and were skipped",
+            damaged.video,
+            damaged.audio
+        );
+    }
     Ok(PassOutcome {
         video: video_results,
         audio: spec.audio.as_ref().map(|_| {
             audio_result
                 .unwrap_or_else(|| Err(MediaError::Decode("the audio stream is missing".into())))
         }),
+        damaged,
     })
 }
 
@@ -240,6 +281,8 @@ struct VideoDecode {
     end_pts: i64,
     /// Latest output time in seconds, to detect a source that ends early.
     produced_seconds: f64,
+    /// Packets the decoder refused.
+    damaged: u64,
     info: super::source::VideoInfo,
 }
 
@@ -270,6 +313,7 @@ impl VideoDecode {
             chain_input: (0, 0, ff::format::Pixel::None),
             end_pts: 0,
             produced_seconds: 0.0,
+            damaged: 0,
             info: spec.info.video.clone().expect("video stream probed"),
         })
     }
@@ -286,6 +330,7 @@ impl VideoDecode {
         };
         if let Err(e) = sent {
             tracing::debug!("skipping a damaged video packet: {e}");
+            self.damaged += u64::from(packet.is_some());
         }
         let mut decoded = frame::Video::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {

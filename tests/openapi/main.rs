@@ -190,6 +190,7 @@ fn job_status_schema_matches_the_rust_types() {
         state: JobState::Partial,
         playable: true,
         error: Some("one rendition failed".into()),
+        warnings: vec!["the source is damaged: 3 video packets could not be decoded".into()],
         progress: Progress {
             completed: 1,
             total: 2,
