@@ -69,6 +69,8 @@ pub async fn transcode(args: TranscodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // What a killed run (kill -9, a crash) left in scratch goes now, as in `serve`.
+    jobs::scratch::remove_orphans(&args.settings.scratch_dir);
     // One job alone on this machine: the memory guard keeps nothing in reserve.
     let engine = Engine::new(args.settings, memory, 0);
     let cancel = CancellationToken::new();

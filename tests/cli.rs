@@ -278,6 +278,28 @@ fn empty_file_fails_cleanly() {
     assert_failed_cleanly(&ws.transcode(&src, "out", Some("empty"), &[]));
 }
 
+/// Scratch a killed run left (its process is gone) is removed by the next run; a live
+/// process's scratch is not touched.
+#[test]
+fn the_next_run_removes_scratch_a_killed_run_left() {
+    let ws = Workspace::new("orphans");
+    let scratch = ws.subdir("out.tmp"); // the run's TMPDIR, so its scratch folder
+    let dead = scratch.join("vt-4000000000-killed-abc123");
+    let live = scratch.join(format!("vt-{}-running-def456", std::process::id()));
+    for dir in [&dead, &live] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("source"), b"left behind").unwrap();
+    }
+    let src = ws.path().join("empty.mp4");
+    fs::write(&src, b"").unwrap();
+    let _ = ws.transcode(&src, "out", Some("orphans"), &[]);
+    assert!(!dead.exists(), "a dead process's scratch is still there");
+    assert!(
+        live.join("source").exists(),
+        "a live process's scratch was removed"
+    );
+}
+
 #[test]
 fn truncated_mp4_fails_cleanly() {
     let ws = Workspace::new("truncated");
