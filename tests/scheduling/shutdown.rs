@@ -161,11 +161,17 @@ async fn a_killed_instance_leaves_a_job_that_reads_interrupted_and_resumes() {
 
     let mut server = start_server(&root).await;
     let id = upload_until_720p_encodes(&server.api, &clip).await;
+    // status.json is written at most once a second: the kill comes once it has the 720p start.
+    let path = root.join(format!("cdn/videos/{id}/status.json"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while find(&read_json(&path), "720p").is_none_or(|r| r["state"] != "encoding") {
+        assert!(std::time::Instant::now() < deadline, "status.json lags");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.child.kill().unwrap(); // SIGKILL: no chance to record anything
     server.child.wait().unwrap();
 
     // What the status file looks like a minute later: nobody has written it since.
-    let path = root.join(format!("cdn/videos/{id}/status.json"));
     let mut left = read_json(&path);
     assert_eq!(left["state"], "processing", "{left:#}");
     let stale = (Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
