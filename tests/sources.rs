@@ -380,3 +380,63 @@ fn undecodable_audio_leaves_a_partial_video_only_package() {
         "one log line per damaged packet: {stderr_lines} lines"
     );
 }
+
+/// Audio and video that end or start at different times come out as renditions of one length,
+/// all starting at 0: audio that ends first is padded with silence, video that ends first holds
+/// its last picture, and video that starts late opens on its first picture. Players then see
+/// one duration and no gap at the start.
+#[test]
+fn audio_and_video_of_different_lengths_come_out_equally_long() {
+    let ws = Workspace::new("av_lengths");
+    let video =
+        |seconds: u32| format!("-f lavfi -i testsrc2=size=320x180:rate=30:duration={seconds}");
+    let audio = |seconds: u32| format!("-f lavfi -i sine=sample_rate=48000:duration={seconds}");
+    let codecs = "-c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac";
+    let cases = [
+        (
+            "audio_longer.mp4",
+            format!("{} {} {codecs}", video(2), audio(5)),
+            5.0,
+        ),
+        (
+            "video_longer.mp4",
+            format!("{} {} {codecs}", video(5), audio(2)),
+            5.0,
+        ),
+        (
+            "video_late.mkv",
+            format!("-itsoffset 2 {} {} {codecs}", video(2), audio(4)),
+            4.0,
+        ),
+    ];
+    for (name, args, seconds) in cases {
+        let src = ws.path().join(name);
+        make(&src, &args);
+        let run = ws.transcode(&src, &format!("out-{name}"), Some("av"), &[]);
+        run.assert_success();
+        let status = run.status();
+        for r in status["renditions"].as_array().unwrap() {
+            let playlist = run.manifest_dir().join(r["playlist"].as_str().unwrap());
+            let listed = MediaPlaylist::read(&playlist).total_duration();
+            assert!(
+                (listed - seconds).abs() < 0.1,
+                "{name} {}: {listed} s",
+                r["name"]
+            );
+            let select = if r["kind"] == "audio" { "a:0" } else { "v:0" };
+            let media = packets(&playlist, select);
+            assert!(
+                media.start() < 0.1,
+                "{name} {}: starts at {}",
+                r["name"],
+                media.start()
+            );
+            assert!(
+                (media.duration() - seconds).abs() < 0.1,
+                "{name} {}",
+                r["name"]
+            );
+            assert_eq!(r["framesDone"], r["framesExpected"], "{name}: {r:#}");
+        }
+    }
+}

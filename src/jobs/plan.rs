@@ -37,7 +37,9 @@ impl Plan {
             let mut picked = ladder::select(&settings.ladder, v.display_width, v.display_height);
             picked.reverse(); // smallest first: the order they become playable in
             for r in picked {
-                let frames = (v.duration_seconds * f64::from(fps)).ceil() as u64;
+                // Every rendition runs the source's whole length (see `media::pass`).
+                let frames =
+                    (info.duration_seconds.max(v.duration_seconds) * f64::from(fps)).ceil() as u64;
                 statuses.push(pending(
                     &r.name,
                     RenditionKind::Video,

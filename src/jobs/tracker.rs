@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::status::{JobStatus, RenditionStatus};
+use super::status::{JobStatus, RenditionState, RenditionStatus};
 
 pub struct Tracker {
     status: Mutex<JobStatus>,
@@ -36,6 +36,10 @@ impl Tracker {
         let counters = self.counters.lock().expect("counters lock");
         for (r, c) in status.renditions.iter_mut().zip(counters.iter()) {
             r.frames_done = r.frames_done.max(c.load(Ordering::Relaxed));
+            if r.state == RenditionState::Ready {
+                // Expected was an estimate from the probe; now the count is known.
+                r.frames_expected = r.frames_done;
+            }
         }
         let now = Utc::now();
         status.refresh_progress(now);

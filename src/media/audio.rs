@@ -21,6 +21,8 @@ pub struct AudioEncoder {
     kbps: u32,
     /// Added to every output timestamp (in 1/48000 s) to match the video's start.
     shift: i64,
+    /// Seconds the audio is padded to with silence if it ends sooner (the video's end).
+    pad_to: Option<f64>,
     open: Option<(Chain, ff::encoder::Audio, HlsOutput)>,
     /// AAC frames written, for progress.
     pub frames: u64,
@@ -36,6 +38,7 @@ impl AudioEncoder {
         segmenting: Segmenting,
         kbps: u32,
         shift: i64,
+        pad_to: Option<f64>,
     ) -> Result<Self, MediaError> {
         let decoder = codec::context::Context::from_parameters(stream.parameters())
             .and_then(|c| c.decoder().audio())
@@ -48,6 +51,7 @@ impl AudioEncoder {
             segmenting,
             kbps,
             shift,
+            pad_to,
             open: None,
             frames: 0,
             damaged: 0,
@@ -64,8 +68,9 @@ impl AudioEncoder {
         self.receive_decoded()
     }
 
-    /// Drains decoder, filter and encoder, and closes the playlist.
-    pub fn finish(mut self) -> Result<(), MediaError> {
+    /// Drains decoder, filter and encoder, and closes the playlist; returns the AAC frames
+    /// written in all (the padding included).
+    pub fn finish(mut self) -> Result<u64, MediaError> {
         let _ = self.decoder.send_eof();
         self.receive_decoded()?;
         let (mut chain, mut encoder, mut output) = self
@@ -76,7 +81,8 @@ impl AudioEncoder {
         self.frames += filter_and_encode(&mut chain, &mut encoder, &mut output, self.shift)?;
         encoder.send_eof().map_err(audio_error)?;
         write_packets(&mut encoder, &mut output, self.shift)?;
-        output.finish()
+        output.finish()?;
+        Ok(self.frames)
     }
 
     fn receive_decoded(&mut self) -> Result<(), MediaError> {
@@ -114,8 +120,8 @@ impl AudioEncoder {
         let mut options = Dictionary::new();
         options.set("profile", "aac_low");
         let encoder = encoder.open_with(options).map_err(audio_error)?;
-        let chain =
-            Chain::audio(first, self.time_base, encoder.frame_size()).map_err(audio_error)?;
+        let chain = Chain::audio(first, self.time_base, encoder.frame_size(), self.pad_to)
+            .map_err(audio_error)?;
         let output = HlsOutput::create(&self.dir, &self.segmenting, &encoder, time_base)?;
         Ok((chain, encoder, output))
     }

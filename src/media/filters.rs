@@ -57,11 +57,13 @@ impl Chain {
     }
 
     /// The audio chain: any input → 48 kHz stereo float-planar frames of `frame_size` samples,
-    /// with gaps and overlaps in the timestamps smoothed out (`async`).
+    /// from time 0 (a late start is filled with silence), with gaps and overlaps in the
+    /// timestamps smoothed out (`async`), and silence after its end up to `pad_to` seconds.
     pub fn audio(
         decoded: &frame::Audio,
         time_base: Rational,
         frame_size: u32,
+        pad_to: Option<f64>,
     ) -> Result<Self, ff::Error> {
         let layout = if decoded.channel_layout().bits() != 0 {
             decoded.channel_layout()
@@ -76,9 +78,12 @@ impl Chain {
             decoded.format().name(),
             layout.bits(),
         );
-        let spec = "aresample=48000:async=1:first_pts=0,\
-                    aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo";
-        let mut chain = Self::build("abuffer", &args, spec, "abuffersink")?;
+        let pad = pad_to.map_or(String::new(), |s| format!("apad=whole_dur={s:.6},"));
+        let spec = format!(
+            "aresample=48000:async=1:first_pts=0,{pad}\
+             aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo"
+        );
+        let mut chain = Self::build("abuffer", &args, &spec, "abuffersink")?;
         chain.graph.validate()?;
         chain.sink().sink().set_frame_size(frame_size);
         Ok(chain)
@@ -140,8 +145,9 @@ fn video_spec(info: &VideoInfo, fps: Rational) -> String {
              zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p"
         ));
     }
+    // From time 0: a video that starts after the audio opens on its first picture.
     steps.push(format!(
-        "fps=fps={}/{}:round=near",
+        "fps=fps={}/{}:round=near:start_time=0",
         fps.numerator(),
         fps.denominator()
     ));
@@ -244,12 +250,12 @@ mod tests {
         let fps = Rational::new(30, 1);
         assert_eq!(
             video_spec(&info(30.0, 0, false, Transfer::Sdr), fps),
-            "fps=fps=30/1:round=near"
+            "fps=fps=30/1:round=near:start_time=0"
         );
         let spec = video_spec(&info(25.0, 90, true, Transfer::Pq), fps);
         assert!(spec.starts_with(
             "bwdif=mode=send_frame:deint=interlaced,transpose=clock,zscale=tin=smpte2084"
         ));
-        assert!(spec.ends_with("format=yuv420p,fps=fps=30/1:round=near"));
+        assert!(spec.ends_with("format=yuv420p,fps=fps=30/1:round=near:start_time=0"));
     }
 }

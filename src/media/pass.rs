@@ -127,6 +127,13 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
                 spec.segmenting.clone(),
                 spec.audio_kbps,
                 shift,
+                // Every rendition runs the source's whole length: audio that ends before the
+                // video is padded with silence (and video that ends first, with its last
+                // picture), so players see one duration.
+                spec.info
+                    .video
+                    .is_some()
+                    .then_some(spec.info.duration_seconds),
             )?)
         }
         _ => None,
@@ -192,7 +199,13 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
             video: video.as_ref().map_or(0, |v| v.damaged),
             audio: audio.as_ref().map_or(0, |a| a.damaged),
         };
-        audio_result = audio.take().map(|a| read.clone().and_then(|()| a.finish()));
+        audio_result = audio.take().map(|a| {
+            let frames = read.clone().and_then(|()| a.finish())?;
+            if let Some(target) = &spec.audio {
+                target.frames.store(frames, Ordering::Relaxed);
+            }
+            Ok(())
+        });
         handles
             .into_iter()
             .map(|h| {
@@ -279,6 +292,9 @@ struct VideoDecode {
     chain_input: (u32, u32, ff::format::Pixel),
     /// End of the latest decoded frame (its pts plus duration), where the input stops.
     end_pts: i64,
+    /// The source's whole length (in `time_base`): a video that ends sooner holds its last
+    /// picture until then.
+    pad_to: i64,
     /// Latest output time in seconds, to detect a source that ends early.
     produced_seconds: f64,
     /// Packets the decoder refused.
@@ -312,6 +328,7 @@ impl VideoDecode {
             chain: None,
             chain_input: (0, 0, ff::format::Pixel::None),
             end_pts: 0,
+            pad_to: (spec.info.duration_seconds / f64::from(stream.time_base())).round() as i64,
             produced_seconds: 0.0,
             damaged: 0,
             info: spec.info.video.clone().expect("video stream probed"),
@@ -363,7 +380,7 @@ impl VideoDecode {
         }
         if packet.is_none() {
             if let Some(chain) = self.chain.as_mut() {
-                let _ = chain.close(self.end_pts);
+                let _ = chain.close(self.end_pts.max(self.pad_to));
             }
             self.fan_out(senders);
         }

@@ -179,6 +179,12 @@ fn duration_of(input: &format::context::Input) -> f64 {
     let start = super::input::start_micros(input) as f64 / f64::from(ff::ffi::AV_TIME_BASE);
     let streams_end = input
         .streams()
+        .filter(|s| {
+            matches!(
+                s.parameters().medium(),
+                media::Type::Video | media::Type::Audio
+            )
+        })
         .filter(|s| s.start_time() != ff::ffi::AV_NOPTS_VALUE && s.duration() > 0)
         .map(|s| (s.start_time() + s.duration()) as f64 * f64::from(s.time_base()))
         .fold(0.0, f64::max);
