@@ -51,9 +51,13 @@ pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
     })
 }
 
-/// True when the file begins with an ISO-BMFF (MP4/MOV) box that files begin with.
+/// True when the file is a regular file (reading a pipe would take its bytes) that begins
+/// with an ISO-BMFF (MP4/MOV) box that files begin with.
 fn starts_like_mp4(path: &Path) -> bool {
     use std::io::Read;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut head = [0u8; 8];
     let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
     const FIRST_BOXES: [&[u8; 4]; 9] = [
