@@ -162,7 +162,7 @@ impl Job<'_> {
                 let limits = self.settings().source_limits();
                 blocking(move || source::probe(&source, limits))
                     .await
-                    .map_err(|e| JobEnd::failed(format!("probe: {e}")))?
+                    .map_err(|e| JobEnd::failed(format!("the source cannot be used: {e}")))?
             }
         };
         tracing::info!(
