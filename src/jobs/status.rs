@@ -192,11 +192,13 @@ impl JobStatus {
                 done += frames_done as f64 * weight(r);
                 expected += frames as f64 * weight(r);
             }
-            match self.state.is_final() {
-                true => 1.0,
-                false if expected == 0.0 => 0.0,
+            match self.state {
+                JobState::Ready | JobState::Partial => 1.0,
+                _ if expected == 0.0 => 0.0,
+                // An interrupted or failed job says how far it got.
+                state if state.is_final() => done / expected,
                 // Never claim 100 % before the job really ends.
-                false => (done / expected).min(0.999),
+                _ => (done / expected).min(0.999),
             }
         };
         let frames = fraction(&|_| 1.0);
@@ -314,6 +316,9 @@ mod tests {
         s.refresh_progress(start + chrono::Duration::seconds(25));
         assert_eq!(s.progress.percent, 62.5);
         assert!(s.progress.eta_seconds.unwrap() > 1000.0);
+        s.state = JobState::Interrupted;
+        s.refresh_progress(start);
+        assert_eq!(s.progress.percent, 62.5);
         s.state = JobState::Partial;
         s.refresh_progress(start);
         assert_eq!(s.progress.percent, 100.0);
