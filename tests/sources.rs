@@ -440,3 +440,24 @@ fn audio_and_video_of_different_lengths_come_out_equally_long() {
         }
     }
 }
+
+/// A Matroska file cut in half has no index to check at probe time: the pass finds the video
+/// stopping at 2 s of 4 s and the job fails as truncated, even though every rendition is padded
+/// to the source's length otherwise.
+#[test]
+fn matroska_cut_in_half_fails_as_truncated() {
+    let ws = Workspace::new("mkv_cut");
+    let full = ws.path().join("full.mkv");
+    make(
+        &full,
+        "-f lavfi -i testsrc2=size=320x180:rate=30:duration=4 -f lavfi -i sine=duration=4 \
+         -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac",
+    );
+    let bytes = fs::read(&full).unwrap();
+    let src = ws.path().join("cut.mkv");
+    fs::write(&src, &bytes[..bytes.len() / 2]).unwrap();
+    let run = ws.transcode(&src, "out", Some("mkv-cut"), &[]);
+    assert_failed_cleanly(&run);
+    let error = run.status()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("truncated"), "{error}");
+}

@@ -295,8 +295,6 @@ struct VideoDecode {
     /// The source's whole length (in `time_base`): a video that ends sooner holds its last
     /// picture until then.
     pad_to: i64,
-    /// Latest output time in seconds, to detect a source that ends early.
-    produced_seconds: f64,
     /// Packets the decoder refused.
     damaged: u64,
     info: super::source::VideoInfo,
@@ -329,7 +327,6 @@ impl VideoDecode {
             chain_input: (0, 0, ff::format::Pixel::None),
             end_pts: 0,
             pad_to: (spec.info.duration_seconds / f64::from(stream.time_base())).round() as i64,
-            produced_seconds: 0.0,
             damaged: 0,
             info: spec.info.video.clone().expect("video stream probed"),
         })
@@ -391,7 +388,6 @@ impl VideoDecode {
         let Some(chain) = self.chain.as_mut() else {
             return;
         };
-        let out_tb = chain.output_time_base();
         loop {
             let mut filtered = frame::Video::empty();
             if !chain.pull(&mut filtered) {
@@ -399,9 +395,6 @@ impl VideoDecode {
             }
             // Source picture types would force x264's frame types: let x264 place its own GOP.
             filtered.set_kind(picture::Type::None);
-            if let Some(pts) = filtered.pts() {
-                self.produced_seconds = (pts + 1) as f64 * f64::from(out_tb);
-            }
             let shared = Arc::new(filtered);
             for slot in senders.iter_mut() {
                 // A closed queue means that rendition failed: stop feeding it.
@@ -415,16 +408,15 @@ impl VideoDecode {
         }
     }
 
-    /// Some reason when far less video came out than the probe promised (a damaged file).
+    /// Some reason when far less video was decoded than the probe promised (a damaged file).
+    /// Measured from the container's start, as the probe's duration is when the stream has
+    /// none of its own; the decoded end, not the output's (padded to the audio's end).
     fn ended_early(&self) -> Option<String> {
         // The probe always fills the video's own duration (the container's when it has none).
         let expected = self.info.duration_seconds;
         let tolerance = (expected * 0.05).max(1.0);
-        (self.produced_seconds + tolerance < expected).then(|| {
-            format!(
-                "video stops at {:.1} s of {:.1} s",
-                self.produced_seconds, expected
-            )
-        })
+        let decoded = self.end_pts as f64 * f64::from(self.time_base);
+        (decoded + tolerance < expected)
+            .then(|| format!("video stops at {decoded:.1} s of {expected:.1} s"))
     }
 }
