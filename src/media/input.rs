@@ -167,20 +167,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let clip = dir.path().join("clip.mp4");
-        let made = std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=160x90:duration=1",
-            ])
-            .args(["-c:v", "libx264", "-preset", "ultrafast"])
-            .arg(&clip)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        crate::media::test_clip(&clip, 1, &[]);
         let whole = std::fs::read(&clip).unwrap();
         // moov is last: losing its tail, or half the file, leaves an MP4 without its index.
         let e = opened("cut.mp4", &whole[..whole.len() - 500]).unwrap_err();

@@ -83,3 +83,18 @@ pub fn init() -> Result<(), MediaError> {
     .clone()
     .map_err(MediaError::Encode)
 }
+
+/// Makes `path` with the ffmpeg CLI from a 160×90 test pattern of `seconds` and `extra`
+/// arguments (more inputs, codecs, muxer options), for unit tests on real files.
+#[cfg(test)]
+pub(crate) fn test_clip(path: &std::path::Path, seconds: u32, extra: &[&str]) {
+    let pattern = format!("testsrc2=size=160x90:duration={seconds}");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", &pattern])
+        .args(extra)
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(path)
+        .status()
+        .expect("the ffmpeg CLI is installed");
+    assert!(made.success(), "ffmpeg could not make {}", path.display());
+}

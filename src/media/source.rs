@@ -388,22 +388,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for name in ["offset.mp4", "offset.ts"] {
             let path = dir.path().join(name);
-            let made = std::process::Command::new("ffmpeg")
-                .args([
-                    "-v",
-                    "error",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc2=size=160x90:duration=3",
-                ])
-                .args(["-f", "lavfi", "-i", "sine=duration=3"])
-                .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
-                .args(["-output_ts_offset", "10"])
-                .arg(&path)
-                .status()
-                .unwrap();
-            assert!(made.success());
+            let audio = ["-f", "lavfi", "-i", "sine=duration=3", "-c:a", "aac"];
+            crate::media::test_clip(
+                &path,
+                3,
+                &[&audio[..], &["-output_ts_offset", "10"]].concat(),
+            );
             let limits = Limits {
                 max_bytes: u64::MAX,
                 max_seconds: 5,
