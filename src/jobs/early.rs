@@ -65,9 +65,7 @@ pub fn start(
                     None => break,
                 },
                 Some(done) = uploads.join_next() => {
-                    if let Some(folder) = early.add(done) {
-                        early.publish_playlist(store.as_ref(), &video_id, &scratch, &folder).await;
-                    }
+                    early.settle(done, store.as_ref(), &video_id, &scratch).await;
                 }
                 // A pass left running by the watchdog may still hold the sink: stop taking files.
                 () = pass_over.cancelled(), if !closing => {
@@ -77,11 +75,9 @@ pub fn start(
             }
         }
         while let Some(done) = uploads.join_next().await {
-            if let Some(folder) = early.add(done) {
-                early
-                    .publish_playlist(store.as_ref(), &video_id, &scratch, &folder)
-                    .await;
-            }
+            early
+                .settle(done, store.as_ref(), &video_id, &scratch)
+                .await;
         }
         early
     };
@@ -89,16 +85,24 @@ pub fn start(
 }
 
 impl Early {
-    /// Records a finished upload; returns the folder of the file it published.
-    fn add(
+    /// Records a finished upload and republishes its rendition's playlist over it.
+    async fn settle(
         &mut self,
         done: Result<Option<(String, PathBuf, u64)>, tokio::task::JoinError>,
-    ) -> Option<PathBuf> {
-        let (key, path, size) = done.ok()??;
+        store: &dyn Store,
+        video_id: &str,
+        scratch: &Path,
+    ) {
+        let Ok(Some((key, path, size))) = done else {
+            return;
+        };
         self.keys.push(key);
         let folder = path.parent().map(Path::to_path_buf);
         self.sizes.insert(path, size);
-        folder
+        if let Some(folder) = folder {
+            self.publish_playlist(store, video_id, scratch, &folder)
+                .await;
+        }
     }
 
     /// Publishes `folder`'s playlist as far as its segments are published, if that lists more
