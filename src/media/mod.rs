@@ -15,6 +15,8 @@ pub mod source;
 pub mod versions;
 
 mod audio;
+mod decode;
+mod length;
 mod video;
 
 use thiserror::Error;
