@@ -23,11 +23,6 @@ pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
     // by absolute path.
     options.set("enable_drefs", "0");
     options.set("use_absolute_path", "0");
-    if let Some(missing) = mp4_shortfall(&absolute) {
-        return Err(MediaError::Truncated(format!(
-            "it ends {missing} bytes short of what its MP4 boxes declare; was the upload cut short?"
-        )));
-    }
     // The `file:` prefix stops a name like `http:x` or `concat:a|b` from choosing a protocol.
     let url = format!("file:{}", absolute.display());
     format::input_with_dictionary(&url, options).map_err(|e| match e {
@@ -68,7 +63,7 @@ fn starts_like_mp4(path: &Path) -> bool {
 
 /// For a file that starts like an MP4: how many bytes its top-level boxes declare beyond its
 /// end (an upload cut short), if any. Only box headers are read (size, type, 64-bit size).
-fn mp4_shortfall(path: &Path) -> Option<u64> {
+pub fn mp4_shortfall(path: &Path) -> Option<u64> {
     use std::io::{Read, Seek, SeekFrom};
     if !starts_like_mp4(path) {
         return None;

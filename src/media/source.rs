@@ -83,6 +83,11 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
             limit: limits.max_bytes,
         });
     }
+    if let Some(missing) = super::input::mp4_shortfall(path) {
+        return Err(MediaError::Truncated(format!(
+            "it ends {missing} bytes short of what its MP4 boxes declare; was the upload cut short?"
+        )));
+    }
     let mut input = super::input::open(path)?;
     let mut video = input
         .streams()
