@@ -32,7 +32,7 @@ pub fn page(id: &str, base: &str, hls_js_url: &str, open_status: bool) -> String
     let base = base.trim_end_matches('/');
     let status_url = match open_status {
         true => format!("../video-status/{id}"),
-        false => format!("{base}/videos/{id}/status.json"),
+        false => format!("{base}/{}", crate::jobs::publish::key(id, "status.json")),
     };
     let config = json!({
         "id": id,
