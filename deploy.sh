@@ -5,7 +5,9 @@
 #   ./deploy.sh [--dry-run] build | render | deploy | promote PERCENT | rollback | monitoring
 #
 # --dry-run prints every command (gcloud, curl, ffmpeg) instead of running it; where the script
-# needs a command's answer (a URL, a revision) it goes on with a placeholder.
+# needs a command's answer (a URL, a revision) it goes on with a placeholder. The files the
+# printed commands name (the rendered service, the monitoring files) are kept, in the folder it
+# names at the end.
 # Every command is printed to stderr as `+ command` before it runs; bearer tokens never are.
 set -euo pipefail
 
@@ -305,11 +307,14 @@ cmd_rollback() {
   echo "deploy.sh: all traffic on $target" >&2
 }
 
+# Alert policies are `gcloud alpha monitoring policies` (no GA or beta group in SDK 528); an
+# update replaces the policy with the file, and its channels with NOTIFICATION_CHANNELS.
 cmd_monitoring() {
   configure
-  local file name existing rendered channels=()
+  local file name existing rendered create_channels=() update_channels=()
   if [[ -n ${NOTIFICATION_CHANNELS:-} ]]; then
-    channels=(--notification-channels "$NOTIFICATION_CHANNELS")
+    create_channels=(--notification-channels "$NOTIFICATION_CHANNELS")
+    update_channels=(--set-notification-channels "$NOTIFICATION_CHANNELS")
   fi
   rendered=$work/monitoring
   mkdir "$rendered"
@@ -319,12 +324,14 @@ cmd_monitoring() {
   # Matched by display name, so running this again updates rather than duplicates.
   for file in "$rendered"/alert-*.json; do
     name=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["displayName"])' "$file")
-    existing=$(query '' gcloud monitoring policies list --project "$PROJECT_ID" \
+    existing=$(query '' gcloud alpha monitoring policies list --project "$PROJECT_ID" \
       --filter "displayName=\"$name\"" --format 'value(name)')
     if [[ -n $existing ]]; then
-      run gcloud monitoring policies update "$existing" --project "$PROJECT_ID" --policy-from-file "$file" "${channels[@]}"
+      run gcloud alpha monitoring policies update "$existing" --project "$PROJECT_ID" \
+        --policy-from-file "$file" "${update_channels[@]}"
     else
-      run gcloud monitoring policies create --project "$PROJECT_ID" --policy-from-file "$file" "${channels[@]}"
+      run gcloud alpha monitoring policies create --project "$PROJECT_ID" \
+        --policy-from-file "$file" "${create_channels[@]}"
     fi
   done
   file=$rendered/dashboard.json
@@ -340,6 +347,7 @@ cmd_monitoring() {
 main() {
   if [[ ${1:-} == --dry-run ]]; then
     dry_run=1
+    trap 'rmdir "$work" 2>/dev/null || echo "deploy.sh: dry run: the files named above are kept in $work" >&2' EXIT
     shift
   fi
   local command=${1:-}

@@ -1,10 +1,12 @@
 //! What ships to Cloud Run: the service definition (cloudrun.yaml), the deploy script run in
-//! dry-run, and the monitoring files checked against the metrics a running server exports.
+//! dry-run, its gcloud commands checked by the real gcloud, and the monitoring files checked
+//! against the metrics a running server exports.
 //! One test binary, one module per file under test.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod gcloud; // deploy.sh's gcloud commands, run through the real gcloud with no account
 mod monitoring; // monitoring/*.json: valid, and only metrics the service exports
 mod script; // deploy.sh --dry-run: the commands each subcommand would run
 mod service; // cloudrun.yaml: every value, and every setting the service reads

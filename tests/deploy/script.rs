@@ -16,15 +16,17 @@ const ENV: &[(&str, &str)] = &[
 ];
 
 /// What a run printed: the exit code, stdout, and stderr (where commands are printed).
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The run's TMPDIR: a dry run keeps the files its commands name in there.
+    pub tmp: tempfile::TempDir,
 }
 
 impl Run {
     /// The printed commands (`+ …` lines), in order.
-    fn commands(&self) -> Vec<&str> {
+    pub fn commands(&self) -> Vec<&str> {
         self.stderr
             .lines()
             .filter_map(|l| l.strip_prefix("+ "))
@@ -39,7 +41,7 @@ impl Run {
             .unwrap_or_else(|| panic!("no command with {parts:?} in:\n{}", self.stderr))
     }
 
-    fn assert_ok(&self) -> &Self {
+    pub fn assert_ok(&self) -> &Self {
         assert_eq!(
             self.code,
             Some(0),
@@ -51,14 +53,17 @@ impl Run {
     }
 }
 
-/// Runs `bash deploy.sh args…` with only PATH and `env` set (`None` removes a name of ENV).
-fn deploy_sh(args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+/// Runs `bash deploy.sh args…` with only PATH, a TMPDIR of its own and `env` set (`None`
+/// removes a name of ENV).
+pub fn deploy_sh(args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+    let tmp = tempfile::tempdir().unwrap();
     let mut command = Command::new("bash");
     command
         .arg(repo().join("deploy.sh"))
         .args(args)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap());
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("TMPDIR", tmp.path());
     for (name, value) in ENV {
         command.env(name, value);
     }
@@ -77,10 +82,11 @@ fn deploy_sh(args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
         code: status.code(),
         stdout: String::from_utf8(stdout).unwrap(),
         stderr: String::from_utf8(stderr).unwrap(),
+        tmp,
     }
 }
 
-fn dry_run(args: &[&str]) -> Run {
+pub fn dry_run(args: &[&str]) -> Run {
     let mut all = vec!["--dry-run"];
     all.extend_from_slice(args);
     deploy_sh(&all, &[])
@@ -192,7 +198,7 @@ fn monitoring_creates_each_alert_policy_and_the_dashboard() {
         "alert-memory.json",
     ] {
         run.position(&[
-            "gcloud monitoring policies create",
+            "gcloud alpha monitoring policies create",
             "--policy-from-file",
             file,
         ]);
@@ -282,21 +288,36 @@ fn render_fills_every_placeholder_of_the_service() {
 }
 
 /// Stand-ins for gcloud, curl and ffmpeg that log their arguments to `calls.log` and answer
-/// like a project where `video-transcoder` does not exist yet.
-fn fake_tools(dir: &std::path::Path) {
+/// like a project where `video-transcoder` does not exist yet and the alert policies and the
+/// dashboard do. gcloud also writes each call to `gcloud.calls`, quoted as deploy.sh prints
+/// commands, with every file it names copied to `files/` (deploy.sh removes its own at exit).
+pub fn fake_tools(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     let log = dir.join("calls.log");
-    let tools = [
-        (
-            "gcloud",
-            r#"case "$*" in
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    let record = format!(
+        r#"here='{}' args=()
+for arg in "$@"; do
+  if [[ -f $arg ]]; then cp "$arg" "$here/files/" && arg=$here/files/${{arg##*/}}; fi
+  args+=("$arg")
+done
+{{ printf '%q ' gcloud "${{args[@]}}" && echo; }} >> "$here/gcloud.calls""#,
+        dir.display()
+    );
+    let gcloud = format!(
+        r#"{record}
+case "$*" in
+  *"monitoring policies list"*) echo projects/acme-video/alertPolicies/1234 ;;
+  "monitoring dashboards list"*) echo projects/acme-video/dashboards/5678 ;;
   "run services list"*) ;;
   "run services replace"*) cp "$4" "$(dirname "$0")/replaced.yaml" ;;
   "projects describe"*) echo 987654321 ;;
   "run services describe"*) echo https://video-transcoder-987654321.europe-west1.run.app ;;
   "auth print-identity-token"*) echo secret-id-token ;;
-esac"#,
-        ),
+esac"#
+    );
+    let tools = [
+        ("gcloud", gcloud.as_str()),
         (
             "curl",
             r#"case "$*" in *video-status*) echo '{"state": "ready", "renditions": [{"state": "failed"}]}' ;; *) echo '{}' ;; esac"#,
