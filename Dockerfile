@@ -11,12 +11,13 @@ RUN apt-get update \
         libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libswscale-dev \
         libswresample-dev libavdevice-dev pkg-config clang libclang-dev \
     && rm -rf /var/lib/apt/lists/*
-# The runtime libraries the -dev packages pulled in, as `package=version` lines for apt-get,
-# and the libav* versions pkg-config reports (what the binary was compiled against).
+# The runtime stage's packages for apt-get (.ci/runtime-packages, which CI's .ci/runtime-stage
+# installs too: ca-certificates, and the libav* runtime libraries the -dev packages pulled in as
+# `package=version` lines), and the libav* versions pkg-config reports (what the binary was
+# compiled against).
+COPY .ci/runtime-packages /usr/local/bin/
 RUN mkdir -p /out \
-    && dpkg-query -W -f='${Package}=${Version}\n' \
-        libavcodec59 libavformat59 libavutil57 libavfilter8 libswscale6 libswresample4 libavdevice59 \
-        > /out/libav-packages \
+    && runtime-packages > /out/runtime-packages \
     && for lib in libavcodec libavformat libavutil libavfilter libswscale libswresample libavdevice; do \
         echo "$lib=$(pkg-config --modversion "$lib")"; \
     done > /out/libav-versions
@@ -28,11 +29,12 @@ RUN cargo build --release --locked --bin video-transcoder \
     && cp target/release/video-transcoder /out/
 
 FROM debian:bookworm-slim
-COPY --from=builder /out/libav-packages /out/libav-versions /usr/local/share/video-transcoder/
+COPY --from=builder /out/runtime-packages /out/libav-versions /usr/local/share/video-transcoder/
 # ca-certificates for HTTPS to Google APIs; the libav* runtime packages at the builder's versions.
+# .ci/runtime-stage builds this stage without Docker, and runs the binary in it: keep the two alike.
 RUN apt-get update \
-    && xargs -a /usr/local/share/video-transcoder/libav-packages \
-        apt-get install -y --no-install-recommends ca-certificates \
+    && xargs -a /usr/local/share/video-transcoder/runtime-packages \
+        apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 transcoder \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin transcoder \
