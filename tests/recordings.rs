@@ -85,3 +85,78 @@ fn mp4_pasp_box_wins_over_an_sps_that_says_otherwise() {
     assert_eq!(hls.sizes(), [(192, 144), (320, 240)]);
     assert_eq!(hls.status["source"]["video"]["sampleAspectRatio"], "1:1");
 }
+
+/// Overall peak and RMS level in dBFS of the audio `args` (ffmpeg input options, split on
+/// whitespace) decodes to, by astats; `-ac 2` and the like may come last.
+fn levels(args: &str) -> (f64, f64) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-nostats", "-v", "info"])
+        .args(args.split_whitespace())
+        .args([
+            "-af",
+            "astats=measure_perchannel=none:measure_overall=Peak_level+RMS_level",
+        ])
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg CLI");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ffmpeg {args}: {log}");
+    let last = |label: &str| -> f64 {
+        let line = log.lines().rev().find(|l| l.contains(label));
+        let value = line.and_then(|l| l.rsplit(':').next()?.trim().parse().ok());
+        value.unwrap_or_else(|| panic!("no `{label}` from astats: {log}"))
+    };
+    (last("Peak level dB:"), last("RMS level dB:"))
+}
+
+/// Peak and RMS level of our audio rendition of a `layout` source with `amplitude` ×
+/// a 440 Hz tone on every channel, in phase (the worst case for a downmix); with the same of
+/// `ffmpeg -ac 2` on that source.
+fn tone_levels(ws: &Workspace, layout: &str, amplitude: f64) -> ((f64, f64), (f64, f64)) {
+    let name = format!("{layout}-{amplitude}").replace('.', "_");
+    let src = ws.path().join(format!("{name}.flac"));
+    let tone = format!("{amplitude}*sin(2*PI*440*t)");
+    let channels = if layout == "5.1" { 6 } else { 2 };
+    let all = vec![tone.as_str(); channels].join("|");
+    make(
+        &src,
+        &format!("-f lavfi -i aevalsrc={all}:channel_layout={layout}:sample_rate=48000:duration=3"),
+    );
+    let run = ws.transcode(&src, &name, Some(&name), &[]);
+    let hls = check_ready(ws, &run, &Source::probe(&src), SegmentType::Fmp4);
+    assert!(hls.videos.is_empty());
+    let playlist = run.manifest_dir().join("audio/index.m3u8");
+    let ours = levels(&format!("-i {}", playlist.display()));
+    let ffmpeg = levels(&format!("-i {} -ac 2", src.display()));
+    eprintln!("{name}: ours peak/RMS {ours:?} dBFS, ffmpeg -ac 2 {ffmpeg:?}");
+    (ours, ffmpeg)
+}
+
+#[test]
+fn surround_downmix_matches_ffmpeg_and_does_not_clip() {
+    let ws = Workspace::new("downmix");
+    // 20 dB down, where no clipping hides a wrong level: ffmpeg's -ac 2 into 16-bit.
+    let (ours, ffmpeg) = tone_levels(&ws, "5.1", 0.1);
+    assert!(
+        (ours.1 - ffmpeg.1).abs() <= 1.0,
+        "RMS {} dBFS, ffmpeg -ac 2 gives {}",
+        ours.1,
+        ffmpeg.1
+    );
+    // Full scale: the downmix stays within full scale. AAC overshoots a full-scale tone by
+    // about 0.1 dB whatever its channels (the stereo tone shows it); a summed downmix by 7.7.
+    let (ours, ffmpeg) = tone_levels(&ws, "5.1", 1.0);
+    let (stereo, _) = tone_levels(&ws, "stereo", 1.0);
+    assert!(
+        ours.0 <= stereo.0.max(0.0) + 0.1,
+        "peak {} dBFS clips (a full-scale stereo tone peaks at {})",
+        ours.0,
+        stereo.0
+    );
+    assert!(
+        (ours.1 - ffmpeg.1).abs() <= 1.0,
+        "RMS {} dBFS, ffmpeg -ac 2 gives {}",
+        ours.1,
+        ffmpeg.1
+    );
+}
