@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::publish::{self, SAME_OBJECT_GAP};
 use crate::media::mux::{PLAYLIST, SegmentSink};
+use crate::media::playlist::with_target_duration;
 use crate::storage::Store;
 
 /// Finished files waiting for upload, at most.
@@ -142,7 +143,8 @@ impl Early {
 /// `folder`'s playlist as the muxer last wrote it, cut before the first segment not yet
 /// published (`published` holds the published files), with the number of segments it lists;
 /// `None` if it lists none or its init segment is not out. It stays an EVENT playlist without
-/// an end even if the muxer has just finished the file. The muxer may be rewriting the file: a
+/// an end even if the muxer has just finished the file, with a target duration that covers the
+/// segments it lists (the muxer's may not). The muxer may be rewriting the file: a
 /// torn read loses only its last line, which then names nothing published.
 fn published_part(folder: &Path, published: &HashMap<PathBuf, u64>) -> Option<(String, usize)> {
     let text = std::fs::read_to_string(folder.join(PLAYLIST)).ok()?;
@@ -177,7 +179,7 @@ fn published_part(folder: &Path, published: &HashMap<PathBuf, u64>) -> Option<(S
         pending.clear();
         count += 1;
     }
-    (count > 0).then_some((part, count))
+    (count > 0).then(|| (with_target_duration(&part), count))
 }
 
 /// The output key of a file in a rendition folder of `scratch`.
@@ -268,6 +270,16 @@ mod tests {
             !part.contains("seg_00002") && !part.contains("ENDLIST"),
             "{part}"
         );
+
+        // The target duration follows the segments listed, not the muxer's rounding
+        // (TARGETDURATION:2 over a 2.5 s segment breaks RFC 8216 §4.3.3.1).
+        let half = text
+            .replace("TARGETDURATION:2", "TARGETDURATION:0")
+            .replacen("2.000000", "2.500000", 1);
+        std::fs::write(folder.join(PLAYLIST), &half).unwrap();
+        let (part, _) = published_part(folder, &out).unwrap();
+        assert!(part.contains("#EXT-X-TARGETDURATION:3\n"), "{part}");
+        std::fs::write(folder.join(PLAYLIST), text).unwrap();
 
         // A torn read: the last line is cut short and names nothing published.
         let torn = &text[..text.find("seg_00001.m4s").unwrap() + 8];

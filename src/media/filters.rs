@@ -56,9 +56,10 @@ impl Chain {
         Ok(chain)
     }
 
-    /// The audio chain: any input → 48 kHz stereo float-planar frames of `frame_size` samples,
-    /// from time 0 (a late start is filled with silence), with gaps and overlaps in the
-    /// timestamps smoothed out (`async`), and silence after its end up to `pad_to` seconds.
+    /// The audio chain: any input → 48 kHz stereo float-planar frames of `frame_size` samples
+    /// (surround folded down at FFmpeg's `-ac 2` level), from time 0 (a late start is filled
+    /// with silence), with gaps and overlaps in the timestamps smoothed out (`async`), and
+    /// silence after its end up to `pad_to` seconds.
     pub fn audio(
         decoded: &frame::Audio,
         time_base: Rational,
@@ -79,8 +80,12 @@ impl Chain {
             layout.bits(),
         );
         let pad = pad_to.map_or(String::new(), |s| format!("apad=whole_dur={s:.6},"));
+        // Folding more channels into two: swresample's ITU-R BS.775 matrix (centre and
+        // surrounds at -3 dB, no LFE), scaled so that no output channel's coefficients sum
+        // above 1 (`rematrix_maxval`), as `ffmpeg -ac 2` into 16-bit does: a full-scale 5.1
+        // source stays within full scale (without it, float output sums to +7.7 dB).
         let spec = format!(
-            "aresample=48000:async=1:first_pts=0,{pad}\
+            "aresample=48000:async=1:first_pts=0:rematrix_maxval=1,{pad}\
              aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo"
         );
         let mut chain = Self::build("abuffer", &args, &spec, "abuffersink")?;

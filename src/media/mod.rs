@@ -14,6 +14,7 @@ pub mod playlist;
 pub mod source;
 pub mod versions;
 
+mod aspect;
 mod audio;
 mod decode;
 mod length;

@@ -168,7 +168,8 @@ impl HlsOutput {
         }
     }
 
-    /// Closes the last segment and writes the final playlist: VOD, with EXT-X-ENDLIST.
+    /// Closes the last segment and writes the final playlist: VOD, with EXT-X-ENDLIST, its
+    /// target duration our own (`playlist::with_target_duration`), not the muxer's rounding.
     pub fn finish(mut self) -> Result<(), MediaError> {
         self.octx
             .write_trailer()
@@ -176,7 +177,7 @@ impl HlsOutput {
         let path = self.dir.join(PLAYLIST);
         let text = std::fs::read_to_string(&path)?;
         let text = text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD");
-        std::fs::write(&path, text)?;
+        std::fs::write(&path, super::playlist::with_target_duration(&text))?;
         Ok(())
     }
 }

@@ -98,6 +98,51 @@ impl MediaPlaylist {
     }
 }
 
+/// How far a segment may run past a whole second without raising the target duration: the
+/// AAC frame (21 ms at 48 kHz) or the 23.976 / 29.97 fps frames by which segments end past their
+/// boundary. Below half a second, so the target still bounds every EXTINF rounded to nearest.
+const OVERHANG: f64 = 0.05;
+
+/// The target duration for segments of these lengths: the longest rounded up (overhangs below
+/// `OVERHANG` dropped), at least 1. RFC 8216 §4.3.3.1 wants every EXTINF, rounded to the
+/// nearest integer, at most the target; FFmpeg's muxer rounds halves to even (2.5 s → 2) and
+/// writes 0 for sub-second media.
+pub fn target_duration(segments: impl IntoIterator<Item = f64>) -> u64 {
+    let longest = segments.into_iter().fold(0.0, f64::max);
+    ((longest - OVERHANG).ceil() as u64).max(1)
+}
+
+/// A media playlist's text with its EXT-X-TARGETDURATION set by `target_duration` from the
+/// EXTINFs it lists (added after `#EXTM3U` if missing). Every playlist we publish, growing or
+/// final, passes through here.
+pub fn with_target_duration(text: &str) -> String {
+    let durations = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("#EXTINF:"))
+        .filter_map(|v| v.split(',').next()?.trim().parse::<f64>().ok());
+    let tag = format!("#EXT-X-TARGETDURATION:{}", target_duration(durations));
+    let mut out = String::with_capacity(text.len() + 4);
+    let mut written = false;
+    for line in text.lines() {
+        if line.trim().starts_with("#EXT-X-TARGETDURATION:") {
+            if !written {
+                out.push_str(&tag);
+                out.push('\n');
+                written = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if !written && line.trim() == "#EXTM3U" && !text.contains("#EXT-X-TARGETDURATION:") {
+            out.push_str(&tag);
+            out.push('\n');
+            written = true;
+        }
+    }
+    out
+}
+
 /// The largest bit rate of any run of contiguous segments lasting 0.5–1.5 × the target
 /// duration; the largest single segment when no run qualifies (very short media).
 fn peak_rate(segments: &[Segment], target: f64) -> u64 {
@@ -171,6 +216,33 @@ mod tests {
         assert_eq!(r.bytes, 5100);
         assert_eq!(r.average, 8000);
         assert_eq!(r.peak, 8000);
+    }
+
+    #[test]
+    fn target_duration_bounds_every_segment_rounded() {
+        assert_eq!(target_duration([0.5]), 1, "never 0");
+        assert_eq!(target_duration([]), 1);
+        assert_eq!(target_duration([2.5]), 3, "halves round up");
+        assert_eq!(target_duration([4.0, 4.0, 2.5]), 4);
+        assert_eq!(target_duration([4.0, 5.5]), 6, "the longest decides");
+        // An AAC frame or a 29.97 fps frame past the boundary is not a longer segment.
+        assert_eq!(target_duration([4.010667, 4.004, 1.2]), 4);
+        assert_eq!(target_duration([4.06]), 5);
+    }
+
+    #[test]
+    fn target_duration_line_is_rewritten_from_the_segments() {
+        let text = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.500000,\n\
+                    seg_00000.m4s\n#EXT-X-ENDLIST\n";
+        assert_eq!(
+            with_target_duration(text),
+            text.replace("TARGETDURATION:2", "TARGETDURATION:3")
+        );
+        let bare = "#EXTM3U\n#EXTINF:0.5,\nseg_00000.ts\n";
+        assert_eq!(
+            with_target_duration(bare),
+            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:0.5,\nseg_00000.ts\n"
+        );
     }
 
     #[test]

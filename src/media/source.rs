@@ -182,7 +182,7 @@ fn video_info(stream: &format::stream::Stream) -> Result<VideoInfo, MediaError> 
             "the video has no picture size".into(),
         ));
     }
-    let sar = valid_or_one(ctx.aspect_ratio());
+    let sar = super::aspect::of_stream(stream, ctx.aspect_ratio());
     let rotation = rotation_of(stream);
     let shown_width = (f64::from(width) * f64::from(sar)).round().max(2.0) as u32;
     let (display_width, display_height) = if rotation % 180 == 90 {
@@ -262,14 +262,6 @@ fn rotation_of(stream: &format::stream::Stream) -> u32 {
     }
     let clockwise = (-degrees).round() as i64;
     (((clockwise % 360) + 360) % 360 + 45) as u32 / 90 * 90 % 360
-}
-
-fn valid_or_one(r: Rational) -> Rational {
-    if r.numerator() > 0 && r.denominator() > 0 {
-        r
-    } else {
-        Rational::new(1, 1)
-    }
 }
 
 fn rate(r: Rational) -> f64 {

@@ -6,7 +6,7 @@ use std::fs;
 use serde_json::Value;
 
 use super::ffprobe::Source;
-use super::hls::{Attributes, MasterPlaylist, MediaPlaylist, Variant};
+use super::hls::{Attributes, MasterPlaylist, MediaPlaylist, Variant, check_target_durations};
 use super::renditions::{AudioRendition, VideoRendition, check_audio, check_video};
 use super::status::check_status_ready;
 use super::workspace::{Run, Workspace};
@@ -58,8 +58,9 @@ impl Hls {
 /// Asserts everything the contract promises for a run that must end `ready`, whatever the
 /// source: master and media playlists, every segment decodable alone and starting on a keyframe,
 /// aligned segment boundaries, 2 s GOPs, H.264 High yuv420p upright square-pixel video at the
-/// declared RESOLUTION, AAC-LC 48 kHz stereo audio, durations, BANDWIDTH vs measured peak, and
-/// status.json. Returns what it read so tests can assert what is specific to their source.
+/// declared RESOLUTION, AAC-LC 48 kHz stereo audio, durations, BANDWIDTH vs measured peak,
+/// every .m3u8 in the tree against RFC 8216 §4.3.3.1, and status.json. Returns what it read so
+/// tests can assert what is specific to their source.
 pub fn check_ready(ws: &Workspace, run: &Run, source: &Source, seg_type: SegmentType) -> Hls {
     run.assert_success();
     let master = run.master();
@@ -156,6 +157,7 @@ pub fn check_ready(ws: &Workspace, run: &Run, source: &Source, seg_type: Segment
         status: run.status(),
     };
     check_status_ready(run, source, &hls);
+    check_target_durations(&run.out_dir);
     run.assert_tmpdir_empty();
     hls
 }

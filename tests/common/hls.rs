@@ -282,3 +282,55 @@ impl MediaPlaylist {
         path
     }
 }
+
+/// Checks every media playlist under `root` (master playlists are skipped) with
+/// `check_target_duration`. Returns each one's path (relative to `root`) with its target
+/// duration, so a test can also say which value it wants.
+pub fn check_target_durations(root: &Path) -> Vec<(String, u64)> {
+    super::files_under(root)
+        .into_iter()
+        .filter(|f| f.ends_with(".m3u8"))
+        .filter_map(|rel| {
+            let text = fs::read_to_string(root.join(&rel)).unwrap();
+            let target = text
+                .contains("#EXTINF:")
+                .then(|| check_target_duration(&rel, &text))?;
+            Some((rel, target))
+        })
+        .collect()
+}
+
+/// Asserts RFC 8216 §4.3.3.1 of the media playlist `text` (called `name` in messages):
+/// EXT-X-TARGETDURATION present once, at least 1, and no EXTINF rounded to the nearest integer
+/// (halves up) above it. Returns the target duration.
+pub fn check_target_duration(name: &str, text: &str) -> u64 {
+    let targets: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("#EXT-X-TARGETDURATION:"))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}: TARGETDURATION {v}"))
+        })
+        .collect();
+    assert_eq!(
+        targets.len(),
+        1,
+        "{name}: one EXT-X-TARGETDURATION:\n{text}"
+    );
+    let target = targets[0];
+    assert!(
+        target >= 1,
+        "{name}: TARGETDURATION {target} below 1:\n{text}"
+    );
+    for line in text.lines() {
+        let Some(v) = line.trim().strip_prefix("#EXTINF:") else {
+            continue;
+        };
+        let seconds: f64 = v.split(',').next().unwrap().parse().unwrap();
+        assert!(
+            seconds.round() as u64 <= target,
+            "{name}: EXTINF {seconds} rounds above TARGETDURATION {target}:\n{text}"
+        );
+    }
+    target
+}

@@ -229,6 +229,7 @@ async fn segments_are_in_the_bucket_while_their_rendition_encodes() {
         growing.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !growing.contains("#EXT-X-ENDLIST"),
         "{growing}"
     );
+    check_target_duration("the growing playlist", &growing);
     for line in growing.lines().filter(|l| !l.starts_with('#')) {
         let key = cdn_key("gcs-segments", &format!("manifest/720p/{line}"));
         assert!(gcs.metadata(CDN, &key).await.is_some(), "{key} missing");
@@ -244,6 +245,7 @@ async fn segments_are_in_the_bucket_while_their_rendition_encodes() {
         playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.contains("#EXT-X-ENDLIST"),
         "{playlist}"
     );
+    check_target_duration("the final playlist", &playlist);
     for line in playlist.lines().filter(|l| l.ends_with(".m4s")) {
         let key = cdn_key("gcs-segments", &format!("manifest/720p/{line}"));
         assert!(gcs.metadata(CDN, &key).await.is_some(), "{key} missing");
