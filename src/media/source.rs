@@ -89,20 +89,7 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
         )));
     }
     let mut input = super::input::open(path)?;
-    let mut video = input
-        .streams()
-        .filter(|s| s.parameters().medium() == media::Type::Video)
-        .filter(|s| {
-            !s.disposition()
-                .contains(format::stream::Disposition::ATTACHED_PIC)
-        })
-        .max_by_key(|s| {
-            let p = s.parameters();
-            // SAFETY: reading plain fields of the stream's codec parameters.
-            unsafe { i64::from((*p.as_ptr()).width) * i64::from((*p.as_ptr()).height) }
-        })
-        .map(|s| video_info(&s))
-        .transpose()?;
+    let mut video = main_video(&input).map(|s| video_info(&s)).transpose()?;
     let audio = input
         .streams()
         .filter(|s| s.parameters().medium() == media::Type::Audio)
@@ -153,6 +140,36 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
         video,
         audio,
     })
+}
+
+/// The video stream a person means. Cover art and still images are left out; then the stream
+/// with the most frames wins, and only then the one with the most pixels: a phone's "motion
+/// photo" keeps a larger 2-frame still track beside the clip itself.
+fn main_video(input: &format::context::Input) -> Option<format::stream::Stream<'_>> {
+    let still = ff::ffi::AV_DISPOSITION_ATTACHED_PIC | ff::ffi::AV_DISPOSITION_STILL_IMAGE;
+    let container_seconds = input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+    input
+        .streams()
+        .filter(|s| s.parameters().medium() == media::Type::Video)
+        // SAFETY: reading a plain field of the stream.
+        .filter(|s| unsafe { (*s.as_ptr()).disposition } & still == 0)
+        .max_by_key(|s| {
+            let frames = match s.frames() {
+                n if n > 0 => n,
+                // Containers that do not count frames: rate × length.
+                _ => {
+                    let seconds = Some(stream_seconds(s))
+                        .filter(|d| *d > 0.0)
+                        .unwrap_or(container_seconds);
+                    (rate(s.avg_frame_rate()) * seconds).round() as i64
+                }
+            };
+            let p = s.parameters();
+            // SAFETY: reading plain fields of the stream's codec parameters.
+            let pixels =
+                unsafe { i64::from((*p.as_ptr()).width) * i64::from((*p.as_ptr()).height) };
+            (frames, pixels)
+        })
 }
 
 /// An unopened decoder context for `stream`, refused when libav has no decoder for its codec.

@@ -1,0 +1,66 @@
+//! Sources shaped like real recordings from public test suites, which nobody on this project
+//! made: a phone's "motion photo" with a still track beside the clip. Each is built at test time
+//! with the ffmpeg CLI.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// Runs the ffmpeg CLI with `args` (split on whitespace) writing `out`.
+fn make(out: &Path, args: &str) {
+    let mut all: Vec<&str> = args.split_whitespace().collect();
+    all.push(out.to_str().unwrap());
+    ffmpeg(&all);
+}
+
+/// The video renditions of a ready run, as (name, playlist path).
+fn video_playlists(run: &Run) -> Vec<(String, std::path::PathBuf)> {
+    let status = run.status();
+    assert_eq!(status["state"], "ready", "{status:#}");
+    status["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "video")
+        .map(|r| {
+            let playlist = run.manifest_dir().join(r["playlist"].as_str().unwrap());
+            (r["name"].as_str().unwrap().to_owned(), playlist)
+        })
+        .collect()
+}
+
+/// A phone "motion photo" holds the clip and, beside it, a larger still track of 2 frames over
+/// the same time. The clip is what a person means: its size, its rate, its frames.
+#[test]
+fn the_clip_is_chosen_over_a_larger_two_frame_track() {
+    let ws = Workspace::new("two_video_tracks");
+    let src = ws.path().join("motion.mp4");
+    // The still track first, and larger: neither order nor size may decide.
+    make(
+        &src,
+        "-f lavfi -i testsrc=size=640x360:rate=1:duration=2 \
+         -f lavfi -i testsrc2=size=320x180:rate=30:duration=2 -map 0 -map 1 \
+         -c:v libx264 -preset ultrafast -pix_fmt yuv420p",
+    );
+    let run = ws.transcode(&src, "out", Some("motion"), &[]);
+    run.assert_success();
+    let status = run.status();
+    let v = &status["source"]["video"];
+    assert_eq!(
+        (num(&v["codedWidth"]), num(&v["codedHeight"])),
+        (Some(320.0), Some(180.0)),
+        "{v:#}"
+    );
+    let fps = run.master().variants[0]
+        .get("FRAME-RATE")
+        .map(str::to_owned);
+    assert_eq!(fps.as_deref(), Some("30.000"));
+    for (name, playlist) in video_playlists(&run) {
+        let out = decode(&playlist, "v:0");
+        assert!(out.frames.iter().all(|f| f.height <= 180), "{name}");
+        assert_eq!(out.frames.len(), 60, "{name}: the clip's 60 frames");
+        assert!((out.duration() - 2.0).abs() < 0.1, "{name}");
+    }
+}
