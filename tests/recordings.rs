@@ -1,6 +1,6 @@
 //! Sources shaped like real recordings from public test suites, which nobody on this project
-//! made: a phone's "motion photo" with a still track beside the clip. Each is built at test time
-//! with the ffmpeg CLI.
+//! made: a phone's "motion photo" with a still track beside the clip, a WebM whose streams start
+//! before 0. Each is built at test time with the ffmpeg CLI.
 
 mod common;
 
@@ -13,6 +13,18 @@ fn make(out: &Path, args: &str) {
     let mut all: Vec<&str> = args.split_whitespace().collect();
     all.push(out.to_str().unwrap());
     ffmpeg(&all);
+}
+
+/// The source's length as status.json says it.
+fn source_seconds(run: &Run) -> f64 {
+    num(&run.status()["source"]["durationSeconds"]).expect("source.durationSeconds")
+}
+
+/// A refused source: failed cleanly, with a reason about its length.
+fn assert_refused_as_too_long(run: &Run) {
+    assert_failed_cleanly(run);
+    let error = run.status()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("long"), "{error}");
 }
 
 /// The video renditions of a ready run, as (name, playlist path).
@@ -63,4 +75,28 @@ fn the_clip_is_chosen_over_a_larger_two_frame_track() {
         assert_eq!(out.frames.len(), 60, "{name}: the clip's 60 frames");
         assert!((out.duration() - 2.0).abs() < 0.1, "{name}");
     }
+}
+
+/// A WebM (VP9 + Opus) whose audio starts before 0, as browsers and encoders write them: its
+/// length runs from that negative start, so a limit below it refuses the file.
+#[test]
+fn a_negative_start_time_counts_in_the_length() {
+    let ws = Workspace::new("negative_start");
+    let src = ws.path().join("negative.webm");
+    make(
+        &src,
+        "-f lavfi -i testsrc2=size=160x90:rate=30:duration=6 \
+         -f lavfi -i sine=sample_rate=48000:duration=6 \
+         -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -c:a libopus",
+    );
+    let start = num(&probe(&src)["format"]["start_time"]).unwrap();
+    assert!(start < -0.005, "the source must start before 0: {start}");
+
+    let run = ws.transcode(&src, "out", Some("negative"), &["--ladder", "90:200"]);
+    run.assert_success();
+    let seconds = source_seconds(&run);
+    assert!((seconds - 6.0).abs() < 0.1, "durationSeconds {seconds}");
+
+    let limited = ws.transcode(&src, "limited", Some("limited"), &["--max-duration", "3"]);
+    assert_refused_as_too_long(&limited);
 }

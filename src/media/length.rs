@@ -28,35 +28,41 @@ pub(super) fn scan_ends(input: &mut format::context::Input, wanted: &[usize]) ->
     ends.into_iter().map(|(s, end, _)| (s, end)).collect()
 }
 
-/// Seconds from the container's start (where the encode's timeline starts) to the end of its
-/// last stream. An MP4 whose streams start late (a leading empty edit) counts the gap in its
-/// own duration; the streams' own ends leave it out.
+/// Seconds from the container's start (its earliest stream's start, whatever its sign: a WebM's
+/// Opus starts before 0) to the end of its last audio or video stream. An MP4 whose streams
+/// start late (a leading empty edit) counts the gap in its own duration; the streams' own ends
+/// leave it out, and are trusted only when every audio and video stream has one.
 pub(super) fn duration_of(input: &format::context::Input) -> f64 {
     let start = super::input::start_micros(input) as f64 / f64::from(ff::ffi::AV_TIME_BASE);
-    let streams_end = input
-        .streams()
-        .filter(|s| {
-            matches!(
-                s.parameters().medium(),
-                media::Type::Video | media::Type::Audio
-            )
+    let ends: Option<Vec<f64>> = media_streams(input)
+        .map(|s| {
+            (s.start_time() != ff::ffi::AV_NOPTS_VALUE && s.duration() > 0)
+                .then(|| (s.start_time() + s.duration()) as f64 * f64::from(s.time_base()))
         })
-        .filter(|s| s.start_time() != ff::ffi::AV_NOPTS_VALUE && s.duration() > 0)
-        .map(|s| (s.start_time() + s.duration()) as f64 * f64::from(s.time_base()))
-        .fold(0.0, f64::max);
-    let spanned = streams_end - start;
+        .collect();
+    let spanned = ends
+        .filter(|e| !e.is_empty())
+        .map(|e| e.into_iter().fold(f64::MIN, f64::max) - start)
+        .filter(|s| *s > 0.0);
     if input.duration() > 0 {
         let declared = input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
-        return if spanned > 0.0 {
-            declared.min(spanned)
-        } else {
-            declared
-        };
+        return spanned.map_or(declared, |s| declared.min(s));
     }
-    input
-        .streams()
+    media_streams(input)
         .map(|s| stream_seconds(&s))
         .fold(0.0, f64::max)
+}
+
+/// The audio and video streams of `input`: the only ones that decide its length.
+fn media_streams(
+    input: &format::context::Input,
+) -> impl Iterator<Item = format::stream::Stream<'_>> {
+    input.streams().filter(|s| {
+        matches!(
+            s.parameters().medium(),
+            media::Type::Video | media::Type::Audio
+        )
+    })
 }
 
 pub(super) fn stream_seconds(stream: &format::stream::Stream) -> f64 {
