@@ -1,9 +1,11 @@
 //! Sources shaped like real recordings from public test suites, which nobody on this project
 //! made: a phone's "motion photo" with a still track beside the clip, a WebM whose streams start
-//! before 0. Each is built at test time with the ffmpeg CLI.
+//! before 0, a fragmented MP4 whose headers say "unknown" for its length. Each is built at test
+//! time with the ffmpeg CLI, and its headers edited where the CLI cannot write them so.
 
 mod common;
 
+use std::fs;
 use std::path::Path;
 
 use common::*;
@@ -98,5 +100,68 @@ fn a_negative_start_time_counts_in_the_length() {
     assert!((seconds - 6.0).abs() < 0.1, "durationSeconds {seconds}");
 
     let limited = ws.transcode(&src, "limited", Some("limited"), &["--max-duration", "3"]);
+    assert_refused_as_too_long(&limited);
+}
+
+/// Rewrites every `tkhd` and `mdhd` (version 0) duration of an MP4 to 0xFFFFFFFF, "unknown"
+/// in ISO/IEC 14496-12, as screen recorders and browsers write fragmented files.
+fn mark_durations_unknown(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    fn walk(bytes: &mut [u8], mut at: usize, end: usize, patched: &mut usize) {
+        while at + 8 <= end {
+            let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let kind = bytes[at + 4..at + 8].to_vec();
+            assert!(size >= 8 && at + size <= end, "plain 32-bit boxes expected");
+            // Duration offset inside the box, after the header and version/flags (version 0).
+            let field = match &kind[..] {
+                b"moov" | b"trak" | b"mdia" => {
+                    walk(bytes, at + 8, at + size, patched);
+                    None
+                }
+                b"tkhd" => Some(at + 8 + 20),
+                b"mdhd" => Some(at + 8 + 16),
+                _ => None,
+            };
+            if let Some(f) = field {
+                assert_eq!(bytes[at + 8], 0, "version 0 box");
+                bytes[f..f + 4].fill(0xff);
+                *patched += 1;
+            }
+            at += size;
+        }
+    }
+    let mut patched = 0;
+    let len = bytes.len();
+    walk(&mut bytes, 0, len, &mut patched);
+    assert!(patched >= 2, "no tkhd/mdhd found");
+    fs::write(path, bytes).unwrap();
+}
+
+/// A fragmented MP4 (moof/mdat fragments, no index at the end) whose track headers say the
+/// length is unknown: it is measured from its fragments, accepted, and then held to the limit.
+#[test]
+fn a_fragmented_mp4_of_unknown_length_is_measured() {
+    let ws = Workspace::new("fragmented");
+    let src = ws.path().join("screen.mp4");
+    make(
+        &src,
+        "-f lavfi -i testsrc2=size=320x180:rate=30:duration=2 \
+         -f lavfi -i sine=sample_rate=48000:duration=2 -c:v libx264 -preset ultrafast \
+         -pix_fmt yuv420p -c:a aac -movflags frag_keyframe+empty_moov+skip_trailer",
+    );
+    mark_durations_unknown(&src);
+    let claimed = num(&probe(&src)["format"]["duration"]).unwrap();
+    assert!(claimed > 1000.0, "libav must misread the length: {claimed}");
+
+    let run = ws.transcode(&src, "out", Some("fragmented"), &["--ladder", "180:400"]);
+    run.assert_success();
+    let seconds = source_seconds(&run);
+    assert!((seconds - 2.0).abs() < 0.1, "durationSeconds {seconds}");
+    for (name, playlist) in video_playlists(&run) {
+        let listed = MediaPlaylist::read(&playlist).total_duration();
+        assert!((listed - 2.0).abs() < 0.1, "{name}: {listed} s");
+    }
+
+    let limited = ws.transcode(&src, "limited", Some("limited"), &["--max-duration", "1"]);
     assert_refused_as_too_long(&limited);
 }

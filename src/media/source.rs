@@ -83,7 +83,8 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
             limit: limits.max_bytes,
         });
     }
-    if let Some(missing) = super::input::mp4_shortfall(path) {
+    let layout = super::input::mp4_layout(path).unwrap_or_default();
+    if let Some(missing) = layout.shortfall {
         return Err(MediaError::Truncated(format!(
             "it ends {missing} bytes short of what its MP4 boxes declare; was the upload cut short?"
         )));
@@ -107,10 +108,12 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     let guessed = unsafe { (*input.as_ptr()).duration_estimation_method }
         == ff::ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE;
     let mut duration_seconds = duration_of(&input);
-    let scanned = guessed || duration_seconds.is_nan() || duration_seconds <= 0.0;
+    let scanned =
+        guessed || layout.fragmented || duration_seconds.is_nan() || duration_seconds <= 0.0;
     if scanned {
         // Raw streams and some live recordings carry no duration, or only a guess from the bit
-        // rate: read every packet once (no decoding) to measure it.
+        // rate, and a fragmented MP4's is in its fragments: read every packet once (no
+        // decoding) to measure it.
         let ends = scan_ends(&mut input, &wanted);
         duration_seconds = ends.iter().map(|(_, end)| *end).fold(0.0, f64::max);
         if let Some(v) = video.as_mut() {
