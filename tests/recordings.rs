@@ -1,7 +1,8 @@
 //! Sources shaped like real recordings from public test suites, which nobody on this project
 //! made: a phone's "motion photo" with a still track beside the clip, a WebM whose streams start
-//! before 0, a fragmented MP4 whose headers say "unknown" for its length. Each is built at test
-//! time with the ffmpeg CLI, and its headers edited where the CLI cannot write them so.
+//! before 0, a fragmented MP4 whose headers say "unknown" for its length, a Matroska file whose
+//! subtitles outlast its picture and sound. Each is built at test time with the ffmpeg CLI, and
+//! its headers edited where the CLI cannot write them so.
 
 mod common;
 
@@ -164,4 +165,38 @@ fn a_fragmented_mp4_of_unknown_length_is_measured() {
 
     let limited = ws.transcode(&src, "limited", Some("limited"), &["--max-duration", "1"]);
     assert_refused_as_too_long(&limited);
+}
+
+/// A Matroska file whose subtitle cue ends at 5 s, after 2 s of picture and sound: only audio
+/// and video decide the length, so nothing is padded to the subtitle's end.
+#[test]
+fn a_long_subtitle_does_not_set_the_length() {
+    let ws = Workspace::new("subtitle_length");
+    let srt = ws.path().join("cue.srt");
+    fs::write(&srt, "1\n00:00:00,500 --> 00:00:05,000\nStill talking\n").unwrap();
+    let src = ws.path().join("subtitled.mkv");
+    make(
+        &src,
+        &format!(
+            "-f lavfi -i testsrc2=size=320x180:rate=30:duration=2 \
+             -f lavfi -i sine=sample_rate=48000:duration=2 -i {} -map 0 -map 1 -map 2 \
+             -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -c:s srt",
+            srt.display()
+        ),
+    );
+    let claimed = num(&probe(&src)["format"]["duration"]).unwrap();
+    assert!(
+        claimed > 4.9,
+        "the container must span the subtitle: {claimed}"
+    );
+
+    let run = ws.transcode(&src, "out", Some("subtitled"), &["--ladder", "180:400"]);
+    run.assert_success();
+    let seconds = source_seconds(&run);
+    assert!((seconds - 2.0).abs() < 0.1, "durationSeconds {seconds}");
+    for r in run.status()["renditions"].as_array().unwrap() {
+        let playlist = run.manifest_dir().join(r["playlist"].as_str().unwrap());
+        let listed = MediaPlaylist::read(&playlist).total_duration();
+        assert!((listed - 2.0).abs() < 0.1, "{}: {listed} s", r["name"]);
+    }
 }

@@ -107,13 +107,18 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     // SAFETY: reading a plain field of the open format context.
     let guessed = unsafe { (*input.as_ptr()).duration_estimation_method }
         == ff::ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE;
-    let mut duration_seconds = duration_of(&input);
-    let scanned =
-        guessed || layout.fragmented || duration_seconds.is_nan() || duration_seconds <= 0.0;
+    let measured = duration_of(&input);
+    let mut duration_seconds = measured.unwrap_or(0.0);
+    let scanned = guessed
+        || layout.fragmented
+        || measured.is_none()
+        || duration_seconds.is_nan()
+        || duration_seconds <= 0.0;
     if scanned {
         // Raw streams and some live recordings carry no duration, or only a guess from the bit
-        // rate, and a fragmented MP4's is in its fragments: read every packet once (no
-        // decoding) to measure it.
+        // rate, a fragmented MP4's is in its fragments, and a container's own may span
+        // subtitles that outlast the picture and sound: read every packet once (no decoding)
+        // to measure it.
         let ends = scan_ends(&mut input, &wanted);
         duration_seconds = ends.iter().map(|(_, end)| *end).fold(0.0, f64::max);
         if let Some(v) = video.as_mut() {
