@@ -1,8 +1,9 @@
 //! Sources shaped like real recordings from public test suites, which nobody on this project
 //! made: a phone's "motion photo" with a still track beside the clip, a WebM whose streams start
 //! before 0, a fragmented MP4 whose headers say "unknown" for its length, a Matroska file whose
-//! subtitles outlast its picture and sound. Each is built at test time with the ffmpeg CLI, and
-//! its headers edited where the CLI cannot write them so.
+//! subtitles outlast its picture and sound, and a Matroska file whose rate hint is twice its real
+//! frame rate. Each is built at test time with the ffmpeg CLI, and its headers edited where the
+//! CLI cannot write them so.
 
 mod common;
 
@@ -198,5 +199,45 @@ fn a_long_subtitle_does_not_set_the_length() {
         let playlist = run.manifest_dir().join(r["playlist"].as_str().unwrap());
         let listed = MediaPlaylist::read(&playlist).total_duration();
         assert!((listed - 2.0).abs() < 0.1, "{}: {listed} s", r["name"]);
+    }
+}
+
+/// A 30 fps Matroska file whose rate hint (DefaultDuration, from an H.264 stream coded for
+/// 60 fps) says 60: libav reports 60 fps. The timestamps say 30, and so does the output, with no
+/// frame written twice.
+#[test]
+fn a_doubled_frame_rate_hint_does_not_double_frames() {
+    let ws = Workspace::new("rate_hint");
+    let raw = ws.path().join("coded60.h264");
+    make(
+        &raw,
+        "-f lavfi -i testsrc2=size=320x180:rate=60:duration=1.5 -c:v libx264 \
+         -preset ultrafast -pix_fmt yuv420p",
+    );
+    let src = ws.path().join("hinted.mkv");
+    make(&src, &format!("-r 30 -i {} -c copy", raw.display()));
+    let source = probe(&src);
+    let v = stream(&source, "video").unwrap();
+    assert_eq!(
+        (v["r_frame_rate"].as_str(), v["avg_frame_rate"].as_str()),
+        (Some("60/1"), Some("60/1")),
+        "libav must take the hint"
+    );
+    let frames = decode(&src, "v:0").frames.len();
+    assert_eq!(frames, 90, "3 s at 30 fps");
+
+    let run = ws.transcode(&src, "out", Some("hinted"), &["--ladder", "180:400"]);
+    run.assert_success();
+    let fps = run.master().variants[0]
+        .get("FRAME-RATE")
+        .map(str::to_owned);
+    assert_eq!(fps.as_deref(), Some("30.000"));
+    for (name, playlist) in video_playlists(&run) {
+        let out = decode(&playlist, "v:0");
+        assert_eq!(
+            out.frames.len(),
+            frames,
+            "{name}: one output frame per source frame"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod source;
 pub mod versions;
 
 mod audio;
+mod cadence;
 mod decode;
 mod length;
 mod video;

@@ -52,6 +52,10 @@ pub struct VideoInfo {
     pub bit_depth: u32,
     pub transfer: Transfer,
     pub interlaced: bool,
+    /// The constant rate the first seconds' timestamps show (0 when they vary or carry none):
+    /// a container's rate hint can be twice the real rate.
+    #[serde(default)]
+    pub timestamp_frame_rate: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -140,6 +144,12 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     }
     if !scanned {
         check_tail(&mut input, duration_seconds)?;
+    }
+    if let Some(v) = video.as_mut() {
+        v.timestamp_frame_rate = rate(super::cadence::steady_frame_rate(
+            &mut input,
+            v.stream_index,
+        ));
     }
     Ok(SourceInfo {
         container: input.format().name().to_string(),
@@ -252,6 +262,7 @@ fn video_info(stream: &format::stream::Stream) -> Result<VideoInfo, MediaError> 
             field_order,
             AV_FIELD_TT | AV_FIELD_BB | AV_FIELD_TB | AV_FIELD_BT
         ),
+        timestamp_frame_rate: 0.0,
     })
 }
 
@@ -297,10 +308,11 @@ fn valid_or_one(r: Rational) -> Rational {
     }
 }
 
-fn rate(r: Rational) -> f64 {
-    if r.denominator() == 0 {
-        0.0
+fn rate(r: impl Into<f64>) -> f64 {
+    let r: f64 = r.into();
+    if r.is_finite() {
+        (r * 1000.0).round() / 1000.0
     } else {
-        (f64::from(r) * 1000.0).round() / 1000.0
+        0.0
     }
 }
