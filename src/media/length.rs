@@ -175,8 +175,8 @@ mod tests {
         ];
         crate::media::test_clip(&tagged, 2, &[&inputs[..], &maps[..]].concat());
         let bytes = std::fs::read(&tagged).unwrap();
-        let renamed = String::from_utf8_lossy(&bytes).matches("DURATION").count();
-        assert!(renamed >= 3, "one tag per stream: {renamed}");
+        let tags = String::from_utf8_lossy(&bytes).matches("DURATION").count();
+        assert!(tags >= 3, "one tag per stream: {tags}");
         let untagged = dir.path().join("untagged.mkv");
         let mut patched = bytes.clone();
         for at in 0..patched.len() - 8 {
