@@ -47,16 +47,16 @@ fn video_playlists(run: &Run) -> Vec<(String, std::path::PathBuf)> {
         .collect()
 }
 
-/// A phone "motion photo" holds the clip and, beside it, a larger still track of 2 frames over
-/// the same time. The clip is what a person means: its size, its rate, its frames.
+/// A phone "motion photo" holds the clip and, beside it, a larger still track of 2 frames that
+/// runs longer. The clip is what a person means: its size, its rate, its frames, its length.
 #[test]
 fn the_clip_is_chosen_over_a_larger_two_frame_track() {
     let ws = Workspace::new("two_video_tracks");
     let src = ws.path().join("motion.mp4");
-    // The still track first, and larger: neither order nor size may decide.
+    // The still track first, larger and longer: neither order, size nor length may decide.
     make(
         &src,
-        "-f lavfi -i testsrc=size=640x360:rate=1:duration=2 \
+        "-f lavfi -i testsrc=size=640x360:rate=0.5:duration=4 \
          -f lavfi -i testsrc2=size=320x180:rate=30:duration=2 -map 0 -map 1 \
          -c:v libx264 -preset ultrafast -pix_fmt yuv420p",
     );
@@ -77,8 +77,16 @@ fn the_clip_is_chosen_over_a_larger_two_frame_track() {
         let out = decode(&playlist, "v:0");
         assert!(out.frames.iter().all(|f| f.height <= 180), "{name}");
         assert_eq!(out.frames.len(), 60, "{name}: the clip's 60 frames");
-        assert!((out.duration() - 2.0).abs() < 0.1, "{name}");
+        assert!(
+            (out.duration() - 2.0).abs() < 0.1,
+            "{name}: {} s",
+            out.duration()
+        );
     }
+    assert!(
+        (source_seconds(&run) - 2.0).abs() < 0.1,
+        "the clip's length"
+    );
 }
 
 /// A WebM (VP9 + Opus) whose audio starts before 0, as browsers and encoders write them: its

@@ -29,13 +29,13 @@ pub(super) fn scan_ends(input: &mut format::context::Input, wanted: &[usize]) ->
 }
 
 /// Seconds from the container's start (its earliest stream's start, whatever its sign: a WebM's
-/// Opus starts before 0) to the end of its last audio or video stream; `None` when only reading
-/// the packets can tell. An MP4 whose streams start late (a leading empty edit) counts the gap
-/// in its own duration; the streams' own ends leave it out, and are trusted only when every
-/// audio and video stream has one.
-pub(super) fn duration_of(input: &format::context::Input) -> Option<f64> {
+/// Opus starts before 0) to the end of the last `wanted` stream (the audio and the main video);
+/// `None` when only reading the packets can tell. An MP4 whose streams start late (a leading
+/// empty edit) counts the gap in its own duration; the streams' own ends leave it out, and are
+/// trusted only when every wanted stream has one.
+pub(super) fn duration_of(input: &format::context::Input, wanted: &[usize]) -> Option<f64> {
     let start = super::input::start_micros(input) as f64 / f64::from(ff::ffi::AV_TIME_BASE);
-    let ends: Option<Vec<f64>> = media_streams(input)
+    let ends: Option<Vec<f64>> = chosen(input, wanted)
         .map(|s| {
             (s.start_time() != ff::ffi::AV_NOPTS_VALUE && s.duration() > 0)
                 .then(|| (s.start_time() + s.duration()) as f64 * f64::from(s.time_base()))
@@ -50,30 +50,35 @@ pub(super) fn duration_of(input: &format::context::Input) -> Option<f64> {
     match (declared, spanned) {
         (Some(declared), Some(spanned)) => Some(declared.min(spanned)),
         (None, Some(spanned)) => Some(spanned),
-        // The container's length also spans its subtitles and data: a subtitle cue that ends
-        // after the picture and sound would set it.
-        (Some(declared), None) if !others_may_outlast(input, declared) => Some(declared),
+        // The container's length also spans its other streams: a subtitle cue that ends after
+        // the picture and sound would set it.
+        (Some(declared), None) if !others_may_outlast(input, wanted, declared) => Some(declared),
         (Some(_), None) => None,
         (None, None) => Some(
-            media_streams(input)
+            chosen(input, wanted)
                 .map(|s| stream_seconds(&s))
                 .fold(0.0, f64::max),
         ),
     }
 }
 
-/// True when `input` has subtitle or data streams, unless the audio and video streams' own
-/// `DURATION` tags (Matroska writers add them) show that they reach the container's end.
-fn others_may_outlast(input: &format::context::Input, declared: f64) -> bool {
+/// True when `input` has other streams with packets (subtitles, data, a video track that is not
+/// the main one), unless the wanted streams' own `DURATION` tags (Matroska writers add them)
+/// show that they reach the container's end.
+fn others_may_outlast(input: &format::context::Input, wanted: &[usize], declared: f64) -> bool {
     let others = input.streams().any(|s| {
-        matches!(
-            s.parameters().medium(),
-            media::Type::Subtitle | media::Type::Data
-        )
+        !wanted.contains(&s.index())
+            && matches!(
+                s.parameters().medium(),
+                media::Type::Subtitle | media::Type::Data | media::Type::Video
+            )
+            && !s
+                .disposition()
+                .contains(format::stream::Disposition::ATTACHED_PIC)
     });
     // Writers disagree on whether the tag is an end or a length from the stream's start; either
     // way, a tag near the container's length means the stream reaches its end.
-    let reach = media_streams(input)
+    let reach = chosen(input, wanted)
         .filter_map(|s| s.metadata().get("DURATION").and_then(tag_seconds))
         .fold(0.0, f64::max);
     others && reach < declared - 0.1
@@ -88,16 +93,13 @@ fn tag_seconds(tag: &str) -> Option<f64> {
     Some(hours * 3600.0 + minutes * 60.0 + seconds)
 }
 
-/// The audio and video streams of `input`: the only ones that decide its length.
-fn media_streams(
-    input: &format::context::Input,
-) -> impl Iterator<Item = format::stream::Stream<'_>> {
-    input.streams().filter(|s| {
-        matches!(
-            s.parameters().medium(),
-            media::Type::Video | media::Type::Audio
-        )
-    })
+/// The `wanted` streams of `input` (its audio and main video): the only ones that decide its
+/// length.
+fn chosen<'a>(
+    input: &'a format::context::Input,
+    wanted: &'a [usize],
+) -> impl Iterator<Item = format::stream::Stream<'a>> {
+    input.streams().filter(|s| wanted.contains(&s.index()))
 }
 
 pub(super) fn stream_seconds(stream: &format::stream::Stream) -> f64 {

@@ -111,7 +111,7 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     // SAFETY: reading a plain field of the open format context.
     let guessed = unsafe { (*input.as_ptr()).duration_estimation_method }
         == ff::ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE;
-    let measured = duration_of(&input);
+    let measured = duration_of(&input, &wanted);
     let mut duration_seconds = measured.unwrap_or(0.0);
     let scanned = guessed
         || layout.fragmented
