@@ -1,162 +1,244 @@
-//! What real recordings carry beside the picture and sound themselves: a pixel shape that the
-//! container and the codec state differently, and surround sound to fold into stereo.
+//! Sources shaped like real recordings from public test suites, which nobody on this project
+//! made: a phone's "motion photo" with a still track beside the clip, a WebM whose streams start
+//! before 0, a fragmented MP4 whose headers say "unknown" for its length, a Matroska file whose
+//! subtitles outlast its picture and sound, and a Matroska file whose rate hint is twice its real
+//! frame rate. Each is built at test time with the ffmpeg CLI, and its headers edited where the
+//! CLI cannot write them so.
 
 mod common;
 
+use std::fs;
 use std::path::Path;
 
 use common::*;
 
-/// Runs the ffmpeg CLI with `args` (split on whitespace) writing `out`.
-fn make(out: &Path, args: &str) {
-    let mut all: Vec<&str> = args.split_whitespace().collect();
-    all.push(out.to_str().unwrap());
-    ffmpeg(&all);
+/// The source's length as status.json says it.
+fn source_seconds(run: &Run) -> f64 {
+    num(&run.status()["source"]["durationSeconds"]).expect("source.durationSeconds")
 }
 
-/// The stream's sample aspect ratio as ffprobe states it (FFmpeg's own choice between
-/// container and codec).
-fn probed_sar(path: &Path) -> String {
-    let probe = probe(path);
-    let v = stream(&probe, "video").expect("video stream");
-    v["sample_aspect_ratio"].as_str().unwrap_or("").to_owned()
+/// A refused source: failed cleanly, with a reason about its length.
+fn assert_refused_as_too_long(run: &Run) {
+    assert_failed_cleanly(run);
+    let error = run.status()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("long"), "{error}");
 }
 
-/// Transcodes `src`, checks the whole contract (the status's display size against ffprobe's
-/// included) and asserts every rung keeps the display aspect `want` and its orientation.
-fn assert_shown_at(ws: &Workspace, src: &Path, want: f64) -> Hls {
-    let source = Source::probe(src);
-    let run = ws.transcode(src, "out", Some("v"), &[]);
-    let hls = check_ready(ws, &run, &source, SegmentType::Fmp4);
-    for (w, h) in hls.sizes() {
-        let aspect = f64::from(w) / f64::from(h);
+/// The video renditions of a ready run, as (name, playlist path).
+fn video_playlists(run: &Run) -> Vec<(String, std::path::PathBuf)> {
+    let status = run.status();
+    assert_eq!(status["state"], "ready", "{status:#}");
+    status["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "video")
+        .map(|r| {
+            let playlist = run.manifest_dir().join(r["playlist"].as_str().unwrap());
+            (r["name"].as_str().unwrap().to_owned(), playlist)
+        })
+        .collect()
+}
+
+/// A phone "motion photo" holds the clip and, beside it, a larger still track of 2 frames that
+/// runs longer. The clip is what a person means: its size, its rate, its frames, its length.
+#[test]
+fn the_clip_is_chosen_over_a_larger_two_frame_track() {
+    let ws = Workspace::new("two_video_tracks");
+    let src = ws.path().join("motion.mp4");
+    // The still track first, larger and longer: neither order, size nor length may decide.
+    make(
+        &src,
+        "-f lavfi -i testsrc=size=640x360:rate=0.5:duration=4 \
+         -f lavfi -i testsrc2=size=320x180:rate=30:duration=2 -map 0 -map 1 \
+         -c:v libx264 -preset ultrafast -pix_fmt yuv420p",
+    );
+    let run = ws.transcode(&src, "out", Some("motion"), &[]);
+    run.assert_success();
+    let status = run.status();
+    let v = &status["source"]["video"];
+    assert_eq!(
+        (num(&v["codedWidth"]), num(&v["codedHeight"])),
+        (Some(320.0), Some(180.0)),
+        "{v:#}"
+    );
+    let fps = run.master().variants[0]
+        .get("FRAME-RATE")
+        .map(str::to_owned);
+    assert_eq!(fps.as_deref(), Some("30.000"));
+    for (name, playlist) in video_playlists(&run) {
+        let out = decode(&playlist, "v:0");
+        assert!(out.frames.iter().all(|f| f.height <= 180), "{name}");
+        assert_eq!(out.frames.len(), 60, "{name}: the clip's 60 frames");
         assert!(
-            (aspect - want).abs() < 0.05,
-            "{w}x{h} shows {aspect:.3}, the source {want:.3}"
+            (out.duration() - 2.0).abs() < 0.1,
+            "{name}: {} s",
+            out.duration()
         );
     }
-    hls
+    assert!(
+        (source_seconds(&run) - 2.0).abs() < 0.1,
+        "the clip's length"
+    );
 }
 
+/// A WebM (VP9 + Opus) whose audio starts before 0, as browsers and encoders write them: its
+/// length runs from that negative start, so a limit below it refuses the file.
 #[test]
-fn container_aspect_ratio_unsqueezes_a_square_coded_wmv() {
-    let ws = Workspace::new("sar-asf");
-    let src = ws.path().join("film.wmv");
-    // A 2.35:1 film stored as 360x240: ASF states the pixel shape, WMV2 has no field for it.
+fn a_negative_start_time_counts_in_the_length() {
+    let ws = Workspace::new("negative_start");
+    let src = ws.path().join("negative.webm");
     make(
         &src,
-        "-f lavfi -i testsrc=size=360x240:rate=25:duration=3 -f lavfi -i \
-         sine=frequency=440:duration=3 -vf setsar=1280/819 -c:v wmv2 -c:a wmav2",
+        "-f lavfi -i testsrc2=size=160x90:rate=30:duration=6 \
+         -f lavfi -i sine=sample_rate=48000:duration=6 \
+         -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -c:a libopus",
     );
-    // ASF keeps it as 25:16 (its metadata rounds); 360 × 25/16 = 562.5 shown pixels.
-    assert_eq!(probed_sar(&src), "25:16");
-    let hls = assert_shown_at(&ws, &src, 562.5 / 240.0);
-    assert_eq!(hls.video_names(), ["144p", "240p"]);
-    assert_eq!(hls.status["source"]["video"]["sampleAspectRatio"], "25:16");
+    let start = num(&probe(&src)["format"]["start_time"]).unwrap();
+    assert!(start < -0.005, "the source must start before 0: {start}");
+
+    let run = ws.transcode(&src, "out", Some("negative"), &["--ladder", "90:200"]);
+    run.assert_success();
+    let seconds = source_seconds(&run);
+    assert!((seconds - 6.0).abs() < 0.1, "durationSeconds {seconds}");
+
+    let limited = ws.transcode(&src, "limited", Some("limited"), &["--max-duration", "3"]);
+    assert_refused_as_too_long(&limited);
 }
 
+/// Rewrites every `tkhd` and `mdhd` (version 0) duration of an MP4 to 0xFFFFFFFF, "unknown"
+/// in ISO/IEC 14496-12, as screen recorders and browsers write fragmented files.
+fn mark_durations_unknown(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    fn walk(bytes: &mut [u8], mut at: usize, end: usize, patched: &mut usize) {
+        while at + 8 <= end {
+            let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let kind = bytes[at + 4..at + 8].to_vec();
+            assert!(size >= 8 && at + size <= end, "plain 32-bit boxes expected");
+            // Duration offset inside the box, after the header and version/flags (version 0).
+            let field = match &kind[..] {
+                b"moov" | b"trak" | b"mdia" => {
+                    walk(bytes, at + 8, at + size, patched);
+                    None
+                }
+                b"tkhd" => Some(at + 8 + 20),
+                b"mdhd" => Some(at + 8 + 16),
+                _ => None,
+            };
+            if let Some(f) = field {
+                assert_eq!(bytes[at + 8], 0, "version 0 box");
+                bytes[f..f + 4].fill(0xff);
+                *patched += 1;
+            }
+            at += size;
+        }
+    }
+    let mut patched = 0;
+    let len = bytes.len();
+    walk(&mut bytes, 0, len, &mut patched);
+    assert!(patched >= 2, "no tkhd/mdhd found");
+    fs::write(path, bytes).unwrap();
+}
+
+/// A fragmented MP4 (moof/mdat fragments, no index at the end) whose track headers say the
+/// length is unknown: it is measured from its fragments, accepted, and then held to the limit.
 #[test]
-fn mp4_pasp_box_wins_over_an_sps_that_says_otherwise() {
-    let ws = Workspace::new("sar-pasp");
-    let src = ws.path().join("slowmo.mp4");
-    // The muxer writes `pasp` 1:1 (the encoder's square pixels); the bitstream filter then
-    // rewrites only the SPS to 27:64, as in the phone recording.
+fn a_fragmented_mp4_of_unknown_length_is_measured() {
+    let ws = Workspace::new("fragmented");
+    let src = ws.path().join("screen.mp4");
     make(
         &src,
-        "-f lavfi -i testsrc=size=320x240:rate=30:duration=3 -c:v libx264 -preset \
-         ultrafast -pix_fmt yuv420p -bsf:v h264_metadata=sample_aspect_ratio=27/64",
+        "-f lavfi -i testsrc2=size=320x180:rate=30:duration=2 \
+         -f lavfi -i sine=sample_rate=48000:duration=2 -c:v libx264 -preset ultrafast \
+         -pix_fmt yuv420p -c:a aac -movflags frag_keyframe+empty_moov+skip_trailer",
     );
-    let bytes = std::fs::read(&src).unwrap();
-    let pasp = bytes
-        .windows(4)
-        .position(|w| w == b"pasp")
-        .expect("a pasp box");
+    mark_durations_unknown(&src);
+    let claimed = num(&probe(&src)["format"]["duration"]).unwrap();
+    assert!(claimed > 1000.0, "libav must misread the length: {claimed}");
+
+    let run = ws.transcode(&src, "out", Some("fragmented"), &["--ladder", "180:400"]);
+    run.assert_success();
+    let seconds = source_seconds(&run);
+    assert!((seconds - 2.0).abs() < 0.1, "durationSeconds {seconds}");
+    for (name, playlist) in video_playlists(&run) {
+        let listed = MediaPlaylist::read(&playlist).total_duration();
+        assert!((listed - 2.0).abs() < 0.1, "{name}: {listed} s");
+    }
+
+    let limited = ws.transcode(&src, "limited", Some("limited"), &["--max-duration", "1"]);
+    assert_refused_as_too_long(&limited);
+}
+
+/// A Matroska file whose subtitle cue ends at 5 s, after 2 s of picture and sound: only audio
+/// and video decide the length, so nothing is padded to the subtitle's end.
+#[test]
+fn a_long_subtitle_does_not_set_the_length() {
+    let ws = Workspace::new("subtitle_length");
+    let srt = ws.path().join("cue.srt");
+    fs::write(&srt, "1\n00:00:00,500 --> 00:00:05,000\nStill talking\n").unwrap();
+    let src = ws.path().join("subtitled.mkv");
+    make(
+        &src,
+        &format!(
+            "-f lavfi -i testsrc2=size=320x180:rate=30:duration=2 \
+             -f lavfi -i sine=sample_rate=48000:duration=2 -i {} -map 0 -map 1 -map 2 \
+             -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -c:s srt",
+            srt.display()
+        ),
+    );
+    let claimed = num(&probe(&src)["format"]["duration"]).unwrap();
+    assert!(
+        claimed > 4.9,
+        "the container must span the subtitle: {claimed}"
+    );
+
+    let run = ws.transcode(&src, "out", Some("subtitled"), &["--ladder", "180:400"]);
+    run.assert_success();
+    let seconds = source_seconds(&run);
+    assert!((seconds - 2.0).abs() < 0.1, "durationSeconds {seconds}");
+    for r in run.status()["renditions"].as_array().unwrap() {
+        let playlist = run.manifest_dir().join(r["playlist"].as_str().unwrap());
+        let listed = MediaPlaylist::read(&playlist).total_duration();
+        assert!((listed - 2.0).abs() < 0.1, "{}: {listed} s", r["name"]);
+    }
+}
+
+/// A 30 fps Matroska file whose rate hint (DefaultDuration, from an H.264 stream coded for
+/// 60 fps) says 60: libav reports 60 fps. The timestamps say 30, and so does the output, with no
+/// frame written twice.
+#[test]
+fn a_doubled_frame_rate_hint_does_not_double_frames() {
+    let ws = Workspace::new("rate_hint");
+    let raw = ws.path().join("coded60.h264");
+    make(
+        &raw,
+        "-f lavfi -i testsrc2=size=320x180:rate=60:duration=1.5 -c:v libx264 \
+         -preset ultrafast -pix_fmt yuv420p",
+    );
+    let src = ws.path().join("hinted.mkv");
+    make(&src, &format!("-r 30 -i {} -c copy", raw.display()));
+    let source = probe(&src);
+    let v = stream(&source, "video").unwrap();
     assert_eq!(
-        bytes[pasp + 4..pasp + 12],
-        [0, 0, 0, 1, 0, 0, 0, 1],
-        "pasp 1:1"
+        (v["r_frame_rate"].as_str(), v["avg_frame_rate"].as_str()),
+        (Some("60/1"), Some("60/1")),
+        "libav must take the hint"
     );
-    let raw = ws.path().join("slowmo.h264");
-    make(&raw, &format!("-i {} -c copy", src.display()));
-    assert_eq!(probed_sar(&raw), "27:64", "the SPS alone says 27:64");
-    assert_eq!(probed_sar(&src), "1:1");
+    let frames = decode(&src, "v:0").frames.len();
+    assert_eq!(frames, 90, "3 s at 30 fps");
 
-    let hls = assert_shown_at(&ws, &src, 4.0 / 3.0);
-    assert_eq!(hls.sizes(), [(192, 144), (320, 240)]);
-    assert_eq!(hls.status["source"]["video"]["sampleAspectRatio"], "1:1");
-}
-
-/// Overall peak and RMS level in dBFS of the audio `args` (ffmpeg input options, split on
-/// whitespace) decodes to, by astats; `-ac 2` and the like may come last.
-fn levels(args: &str) -> (f64, f64) {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-nostats", "-v", "info"])
-        .args(args.split_whitespace())
-        .args([
-            "-af",
-            "astats=measure_perchannel=none:measure_overall=Peak_level+RMS_level",
-        ])
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg CLI");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ffmpeg {args}: {log}");
-    let last = |label: &str| -> f64 {
-        let line = log.lines().rev().find(|l| l.contains(label));
-        let value = line.and_then(|l| l.rsplit(':').next()?.trim().parse().ok());
-        value.unwrap_or_else(|| panic!("no `{label}` from astats: {log}"))
-    };
-    (last("Peak level dB:"), last("RMS level dB:"))
-}
-
-/// Peak and RMS level of our audio rendition of a `layout` source with `amplitude` ×
-/// a 440 Hz tone on every channel, in phase (the worst case for a downmix); with the same of
-/// `ffmpeg -ac 2` on that source.
-fn tone_levels(ws: &Workspace, layout: &str, amplitude: f64) -> ((f64, f64), (f64, f64)) {
-    let name = format!("{layout}-{amplitude}").replace('.', "_");
-    let src = ws.path().join(format!("{name}.flac"));
-    let tone = format!("{amplitude}*sin(2*PI*440*t)");
-    let channels = if layout == "5.1" { 6 } else { 2 };
-    let all = vec![tone.as_str(); channels].join("|");
-    make(
-        &src,
-        &format!("-f lavfi -i aevalsrc={all}:channel_layout={layout}:sample_rate=48000:duration=3"),
-    );
-    let run = ws.transcode(&src, &name, Some(&name), &[]);
-    let hls = check_ready(ws, &run, &Source::probe(&src), SegmentType::Fmp4);
-    assert!(hls.videos.is_empty());
-    let playlist = run.manifest_dir().join("audio/index.m3u8");
-    let ours = levels(&format!("-i {}", playlist.display()));
-    let ffmpeg = levels(&format!("-i {} -ac 2", src.display()));
-    eprintln!("{name}: ours peak/RMS {ours:?} dBFS, ffmpeg -ac 2 {ffmpeg:?}");
-    (ours, ffmpeg)
-}
-
-#[test]
-fn surround_downmix_matches_ffmpeg_and_does_not_clip() {
-    let ws = Workspace::new("downmix");
-    // 20 dB down, where no clipping hides a wrong level: ffmpeg's -ac 2 into 16-bit.
-    let (ours, ffmpeg) = tone_levels(&ws, "5.1", 0.1);
-    assert!(
-        (ours.1 - ffmpeg.1).abs() <= 1.0,
-        "RMS {} dBFS, ffmpeg -ac 2 gives {}",
-        ours.1,
-        ffmpeg.1
-    );
-    // Full scale: the downmix stays within full scale. AAC overshoots a full-scale tone by
-    // about 0.1 dB whatever its channels (the stereo tone shows it); a summed downmix by 7.7.
-    let (ours, ffmpeg) = tone_levels(&ws, "5.1", 1.0);
-    let (stereo, _) = tone_levels(&ws, "stereo", 1.0);
-    assert!(
-        ours.0 <= stereo.0.max(0.0) + 0.1,
-        "peak {} dBFS clips (a full-scale stereo tone peaks at {})",
-        ours.0,
-        stereo.0
-    );
-    assert!(
-        (ours.1 - ffmpeg.1).abs() <= 1.0,
-        "RMS {} dBFS, ffmpeg -ac 2 gives {}",
-        ours.1,
-        ffmpeg.1
-    );
+    let run = ws.transcode(&src, "out", Some("hinted"), &["--ladder", "180:400"]);
+    run.assert_success();
+    let fps = run.master().variants[0]
+        .get("FRAME-RATE")
+        .map(str::to_owned);
+    assert_eq!(fps.as_deref(), Some("30.000"));
+    for (name, playlist) in video_playlists(&run) {
+        let out = decode(&playlist, "v:0");
+        assert_eq!(
+            out.frames.len(),
+            frames,
+            "{name}: one output frame per source frame"
+        );
+    }
 }

@@ -11,13 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Runs the ffmpeg CLI with `args` (split on whitespace) writing `out`.
-fn make(out: &std::path::Path, args: &str) {
-    let mut all: Vec<&str> = args.split_whitespace().collect();
-    all.push(out.to_str().unwrap());
-    ffmpeg(&all);
-}
-
 /// The first video stream's entry of ffprobe's view of a variant playlist.
 fn variant_stream(run: &Run, name: &str) -> serde_json::Value {
     let probe = probe(&run.manifest_dir().join(name).join("index.m3u8"));

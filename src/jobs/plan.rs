@@ -217,6 +217,7 @@ mod tests {
                 bit_depth: 8,
                 transfer: Transfer::Sdr,
                 interlaced: false,
+                timestamp_frame_rate: 25.0,
             }),
             audio: audio
                 .then(|| AudioInfo {

@@ -161,15 +161,23 @@ fn video_spec(info: &VideoInfo, fps: Rational) -> String {
 
 /// The constant output rate. The stream's real base rate (r_frame_rate) when it is a broadcast
 /// rate: phones record variable frame rate whose average (29.6) is not the rate they were
-/// shooting at (30). Otherwise the average rate. Then divided by whole numbers until within
-/// `max_fps` (59.94 → 29.97 keeps the cadence) and snapped to a broadcast rate when close.
+/// shooting at (30). Otherwise the average rate, or the rate the timestamps show. Never above
+/// that shown rate: a container's hint of 60 for a 30 fps stream would write every frame twice.
+/// Then divided by whole numbers until within `max_fps` (59.94 → 29.97 keeps the cadence) and
+/// snapped to a broadcast rate when close.
 pub fn output_frame_rate(info: &VideoInfo, max_fps: u32) -> Rational {
     // Slideshows run below 1 fps; they come out at 1 fps (the lowest whole rate).
     let valid = |r: &f64| (0.05..=1000.0).contains(r);
+    let shown = Some(info.timestamp_frame_rate).filter(valid);
     let source = Some(info.real_frame_rate)
         .filter(|r| valid(r) && snap(*r).is_some())
         .or(Some(info.avg_frame_rate).filter(valid))
+        .or(shown)
         .unwrap_or(30.0);
+    let source = match shown {
+        Some(shown) if source > shown * 1.1 => shown,
+        _ => source,
+    };
     let divisor = (source / f64::from(max_fps)).ceil().max(1.0);
     let fps = source / divisor;
     snap(fps).unwrap_or_else(|| Rational::new((fps.round() as i32).clamp(1, max_fps as i32), 1))
@@ -221,6 +229,7 @@ mod tests {
             bit_depth: 8,
             transfer,
             interlaced,
+            timestamp_frame_rate: 0.0,
         }
     }
 
@@ -248,6 +257,20 @@ mod tests {
         phone.real_frame_rate = 1000.0;
         phone.avg_frame_rate = 29.6;
         assert_eq!(output_frame_rate(&phone, 60), Rational::new(30, 1));
+        // A rate hint twice what the timestamps show: never more frames than the source has.
+        let mut hinted = info(60.0, 0, false, Transfer::Sdr);
+        hinted.timestamp_frame_rate = 29.97;
+        assert_eq!(output_frame_rate(&hinted, 60), Rational::new(30000, 1001));
+        hinted.timestamp_frame_rate = 59.94;
+        assert_eq!(
+            output_frame_rate(&hinted, 60),
+            Rational::new(60, 1),
+            "close enough"
+        );
+        // No rate in the container at all: the timestamps'.
+        let mut unknown = info(0.0, 0, false, Transfer::Sdr);
+        unknown.timestamp_frame_rate = 25.0;
+        assert_eq!(output_frame_rate(&unknown, 60), Rational::new(25, 1));
     }
 
     #[test]

@@ -61,15 +61,26 @@ fn starts_like_mp4(path: &Path) -> bool {
     read.is_ok() && FIRST_BOXES.iter().any(|b| head[4..] == b[..])
 }
 
-/// For a file that starts like an MP4: how many bytes its top-level boxes declare beyond its
-/// end (an upload cut short), if any. Only box headers are read (size, type, 64-bit size).
-pub fn mp4_shortfall(path: &Path) -> Option<u64> {
+/// What the top-level boxes of a file that starts like an MP4 say, from their headers only
+/// (size, type, 64-bit size).
+#[derive(Debug, Default)]
+pub struct Mp4Layout {
+    /// How many bytes the boxes declare beyond the file's end (an upload cut short), if any.
+    pub shortfall: Option<u64>,
+    /// It has movie fragments (`moof`): its length is in the fragments, while its headers may
+    /// say 0 or "unknown" (all ones), which libav reads as a length of days.
+    pub fragmented: bool,
+}
+
+/// The top-level box layout of a file that starts like an MP4; `None` for any other file.
+pub fn mp4_layout(path: &Path) -> Option<Mp4Layout> {
     use std::io::{Read, Seek, SeekFrom};
     if !starts_like_mp4(path) {
         return None;
     }
     let mut file = std::fs::File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
+    let mut layout = Mp4Layout::default();
     let mut at = 0u64;
     for _ in 0..1_000_000 {
         if at + 8 > len {
@@ -78,18 +89,23 @@ pub fn mp4_shortfall(path: &Path) -> Option<u64> {
         let mut header = [0u8; 16];
         file.seek(SeekFrom::Start(at)).ok()?;
         let got = file.by_ref().take(16).read(&mut header).ok()?;
+        layout.fragmented |= &header[4..8] == b"moof";
         let size = match u32::from_be_bytes(header[..4].try_into().ok()?) {
-            0 => return None, // the last box, running to the end of the file
+            0 => return Some(layout), // the last box, running to the end of the file
             1 if got == 16 => u64::from_be_bytes(header[8..].try_into().ok()?),
-            1 => return Some(16 - got as u64),
+            1 => {
+                layout.shortfall = Some(16 - got as u64);
+                return Some(layout);
+            }
             size => u64::from(size),
         };
         if size < 8 {
-            return None; // not boxes after all: libav judges
+            return Some(Mp4Layout::default()); // not boxes after all: libav judges
         }
         at = at.checked_add(size)?;
     }
-    (at > len).then(|| at - len)
+    layout.shortfall = (at > len).then(|| at - len);
+    Some(layout)
 }
 
 /// Names the demuxer libav would pick from the first bytes, without letting it open anything.

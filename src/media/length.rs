@@ -28,35 +28,78 @@ pub(super) fn scan_ends(input: &mut format::context::Input, wanted: &[usize]) ->
     ends.into_iter().map(|(s, end, _)| (s, end)).collect()
 }
 
-/// Seconds from the container's start (where the encode's timeline starts) to the end of its
-/// last stream. An MP4 whose streams start late (a leading empty edit) counts the gap in its
-/// own duration; the streams' own ends leave it out.
-pub(super) fn duration_of(input: &format::context::Input) -> f64 {
+/// Seconds from the container's start (its earliest stream's start, whatever its sign: a WebM's
+/// Opus starts before 0) to the end of the last `wanted` stream (the audio and the main video);
+/// `None` when only reading the packets can tell. An MP4 whose streams start late (a leading
+/// empty edit) counts the gap in its own duration; the streams' own ends leave it out, and are
+/// trusted only when every wanted stream has one.
+pub(super) fn duration_of(input: &format::context::Input, wanted: &[usize]) -> Option<f64> {
     let start = super::input::start_micros(input) as f64 / f64::from(ff::ffi::AV_TIME_BASE);
-    let streams_end = input
-        .streams()
-        .filter(|s| {
-            matches!(
-                s.parameters().medium(),
-                media::Type::Video | media::Type::Audio
-            )
+    let ends: Option<Vec<f64>> = chosen(input, wanted)
+        .map(|s| {
+            (s.start_time() != ff::ffi::AV_NOPTS_VALUE && s.duration() > 0)
+                .then(|| (s.start_time() + s.duration()) as f64 * f64::from(s.time_base()))
         })
-        .filter(|s| s.start_time() != ff::ffi::AV_NOPTS_VALUE && s.duration() > 0)
-        .map(|s| (s.start_time() + s.duration()) as f64 * f64::from(s.time_base()))
-        .fold(0.0, f64::max);
-    let spanned = streams_end - start;
-    if input.duration() > 0 {
-        let declared = input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
-        return if spanned > 0.0 {
-            declared.min(spanned)
-        } else {
-            declared
-        };
+        .collect();
+    let spanned = ends
+        .filter(|e| !e.is_empty())
+        .map(|e| e.into_iter().fold(f64::MIN, f64::max) - start)
+        .filter(|s| *s > 0.0);
+    let declared =
+        (input.duration() > 0).then(|| input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE));
+    match (declared, spanned) {
+        (Some(declared), Some(spanned)) => Some(declared.min(spanned)),
+        (None, Some(spanned)) => Some(spanned),
+        // The container's length also spans its other streams: a subtitle cue that ends after
+        // the picture and sound would set it.
+        (Some(declared), None) if !others_may_outlast(input, wanted, declared) => Some(declared),
+        (Some(_), None) => None,
+        (None, None) => Some(
+            chosen(input, wanted)
+                .map(|s| stream_seconds(&s))
+                .fold(0.0, f64::max),
+        ),
     }
-    input
-        .streams()
-        .map(|s| stream_seconds(&s))
-        .fold(0.0, f64::max)
+}
+
+/// True when `input` has other streams with packets (subtitles, data, a video track that is not
+/// the main one), unless the wanted streams' own `DURATION` tags (Matroska writers add them)
+/// show that they reach the container's end.
+fn others_may_outlast(input: &format::context::Input, wanted: &[usize], declared: f64) -> bool {
+    let others = input.streams().any(|s| {
+        !wanted.contains(&s.index())
+            && matches!(
+                s.parameters().medium(),
+                media::Type::Subtitle | media::Type::Data | media::Type::Video
+            )
+            && !s
+                .disposition()
+                .contains(format::stream::Disposition::ATTACHED_PIC)
+    });
+    // Writers disagree on whether the tag is an end or a length from the stream's start; either
+    // way, a tag near the container's length means the stream reaches its end.
+    let reach = chosen(input, wanted)
+        .filter_map(|s| s.metadata().get("DURATION").and_then(tag_seconds))
+        .fold(0.0, f64::max);
+    others && reach < declared - 0.1
+}
+
+/// `HH:MM:SS.fraction` (a Matroska `DURATION` tag) in seconds.
+fn tag_seconds(tag: &str) -> Option<f64> {
+    let mut parts = tag.trim().splitn(3, ':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
+}
+
+/// The `wanted` streams of `input` (its audio and main video): the only ones that decide its
+/// length.
+fn chosen<'a>(
+    input: &'a format::context::Input,
+    wanted: &'a [usize],
+) -> impl Iterator<Item = format::stream::Stream<'a>> {
+    input.streams().filter(|s| wanted.contains(&s.index()))
 }
 
 pub(super) fn stream_seconds(stream: &format::stream::Stream) -> f64 {
@@ -113,6 +156,48 @@ pub(super) fn check_tail(
 mod tests {
     use crate::media::source::{Limits, probe};
 
+    const NO_LIMITS: Limits = Limits {
+        max_bytes: u64::MAX,
+        max_seconds: u64::MAX,
+    };
+
+    /// Picture and sound of 2 s with a subtitle cue to 5 s, in Matroska with and without the
+    /// streams' `DURATION` tags (not every writer adds them): 2 s long either way.
+    #[test]
+    fn subtitles_do_not_set_the_length() {
+        crate::media::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let srt = dir.path().join("cue.srt");
+        std::fs::write(&srt, "1\n00:00:00,500 --> 00:00:05,000\nStill talking\n").unwrap();
+        let tagged = dir.path().join("tagged.mkv");
+        let srt = srt.to_str().unwrap();
+        let inputs = ["-f", "lavfi", "-i", "sine=duration=2", "-i", srt];
+        let maps = [
+            "-map", "0", "-map", "1", "-map", "2", "-c:a", "aac", "-c:s", "srt",
+        ];
+        crate::media::test_clip(&tagged, 2, &[&inputs[..], &maps[..]].concat());
+        let bytes = std::fs::read(&tagged).unwrap();
+        let tags = String::from_utf8_lossy(&bytes).matches("DURATION").count();
+        assert!(tags >= 3, "one tag per stream: {tags}");
+        let untagged = dir.path().join("untagged.mkv");
+        let mut patched = bytes.clone();
+        for at in 0..patched.len() - 8 {
+            if &patched[at..at + 8] == b"DURATION" {
+                patched[at..at + 8].copy_from_slice(b"DURATIOX");
+            }
+        }
+        std::fs::write(&untagged, patched).unwrap();
+        for path in [tagged, untagged] {
+            let info = probe(&path, NO_LIMITS).unwrap();
+            assert!(
+                (info.duration_seconds - 2.0).abs() < 0.1,
+                "{}: {}",
+                path.display(),
+                info.duration_seconds
+            );
+        }
+    }
+
     /// A source whose streams start 10 s into the container's timeline (a leading empty edit
     /// in MP4, a timestamp offset in MPEG-TS) lasts what its streams last, not 13 s: the
     /// duration limit and the progress count the media.
@@ -129,8 +214,8 @@ mod tests {
                 &[&audio[..], &["-output_ts_offset", "10"]].concat(),
             );
             let limits = Limits {
-                max_bytes: u64::MAX,
                 max_seconds: 5,
+                ..NO_LIMITS
             };
             let info = probe(&path, limits).unwrap();
             assert!(

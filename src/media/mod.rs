@@ -16,6 +16,7 @@ pub mod versions;
 
 mod aspect;
 mod audio;
+mod cadence;
 mod decode;
 mod length;
 mod video;

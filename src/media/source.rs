@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ffmpeg_next::{self as ff, Rational, codec, format, media};
+use ffmpeg_next::{self as ff, codec, format, media};
 use serde::{Deserialize, Serialize};
 
 use super::MediaError;
@@ -52,6 +52,10 @@ pub struct VideoInfo {
     pub bit_depth: u32,
     pub transfer: Transfer,
     pub interlaced: bool,
+    /// The constant rate the first seconds' timestamps show (0 when they vary or carry none):
+    /// a container's rate hint can be twice the real rate.
+    #[serde(default)]
+    pub timestamp_frame_rate: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -83,26 +87,14 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
             limit: limits.max_bytes,
         });
     }
-    if let Some(missing) = super::input::mp4_shortfall(path) {
+    let layout = super::input::mp4_layout(path).unwrap_or_default();
+    if let Some(missing) = layout.shortfall {
         return Err(MediaError::Truncated(format!(
             "it ends {missing} bytes short of what its MP4 boxes declare; was the upload cut short?"
         )));
     }
     let mut input = super::input::open(path)?;
-    let mut video = input
-        .streams()
-        .filter(|s| s.parameters().medium() == media::Type::Video)
-        .filter(|s| {
-            !s.disposition()
-                .contains(format::stream::Disposition::ATTACHED_PIC)
-        })
-        .max_by_key(|s| {
-            let p = s.parameters();
-            // SAFETY: reading plain fields of the stream's codec parameters.
-            unsafe { i64::from((*p.as_ptr()).width) * i64::from((*p.as_ptr()).height) }
-        })
-        .map(|s| video_info(&s))
-        .transpose()?;
+    let mut video = main_video(&input).map(|s| video_info(&s)).transpose()?;
     let audio = input
         .streams()
         .filter(|s| s.parameters().medium() == media::Type::Audio)
@@ -119,11 +111,18 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     // SAFETY: reading a plain field of the open format context.
     let guessed = unsafe { (*input.as_ptr()).duration_estimation_method }
         == ff::ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE;
-    let mut duration_seconds = duration_of(&input);
-    let scanned = guessed || duration_seconds.is_nan() || duration_seconds <= 0.0;
+    let measured = duration_of(&input, &wanted);
+    let mut duration_seconds = measured.unwrap_or(0.0);
+    let scanned = guessed
+        || layout.fragmented
+        || measured.is_none()
+        || duration_seconds.is_nan()
+        || duration_seconds <= 0.0;
     if scanned {
         // Raw streams and some live recordings carry no duration, or only a guess from the bit
-        // rate: read every packet once (no decoding) to measure it.
+        // rate, a fragmented MP4's is in its fragments, and a container's own may span
+        // subtitles that outlast the picture and sound: read every packet once (no decoding)
+        // to measure it.
         let ends = scan_ends(&mut input, &wanted);
         duration_seconds = ends.iter().map(|(_, end)| *end).fold(0.0, f64::max);
         if let Some(v) = video.as_mut() {
@@ -146,6 +145,12 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
     if !scanned {
         check_tail(&mut input, duration_seconds)?;
     }
+    if let Some(v) = video.as_mut() {
+        v.timestamp_frame_rate = rate(super::cadence::steady_frame_rate(
+            &mut input,
+            v.stream_index,
+        ));
+    }
     Ok(SourceInfo {
         container: input.format().name().to_string(),
         duration_seconds,
@@ -153,6 +158,36 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
         video,
         audio,
     })
+}
+
+/// The video stream a person means. Cover art and still images are left out; then the stream
+/// with the most frames wins, and only then the one with the most pixels: a phone's "motion
+/// photo" keeps a larger 2-frame still track beside the clip itself.
+fn main_video(input: &format::context::Input) -> Option<format::stream::Stream<'_>> {
+    let still = ff::ffi::AV_DISPOSITION_ATTACHED_PIC | ff::ffi::AV_DISPOSITION_STILL_IMAGE;
+    let container_seconds = input.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+    input
+        .streams()
+        .filter(|s| s.parameters().medium() == media::Type::Video)
+        // SAFETY: reading a plain field of the stream.
+        .filter(|s| unsafe { (*s.as_ptr()).disposition } & still == 0)
+        .max_by_key(|s| {
+            let frames = match s.frames() {
+                n if n > 0 => n,
+                // Containers that do not count frames: rate × length.
+                _ => {
+                    let seconds = Some(stream_seconds(s))
+                        .filter(|d| *d > 0.0)
+                        .unwrap_or(container_seconds);
+                    (rate(s.avg_frame_rate()) * seconds).round() as i64
+                }
+            };
+            let p = s.parameters();
+            // SAFETY: reading plain fields of the stream's codec parameters.
+            let pixels =
+                unsafe { i64::from((*p.as_ptr()).width) * i64::from((*p.as_ptr()).height) };
+            (frames, pixels)
+        })
 }
 
 /// An unopened decoder context for `stream`, refused when libav has no decoder for its codec.
@@ -227,6 +262,7 @@ fn video_info(stream: &format::stream::Stream) -> Result<VideoInfo, MediaError> 
             field_order,
             AV_FIELD_TT | AV_FIELD_BB | AV_FIELD_TB | AV_FIELD_BT
         ),
+        timestamp_frame_rate: 0.0,
     })
 }
 
@@ -264,10 +300,11 @@ fn rotation_of(stream: &format::stream::Stream) -> u32 {
     (((clockwise % 360) + 360) % 360 + 45) as u32 / 90 * 90 % 360
 }
 
-fn rate(r: Rational) -> f64 {
-    if r.denominator() == 0 {
-        0.0
+fn rate(r: impl Into<f64>) -> f64 {
+    let r: f64 = r.into();
+    if r.is_finite() {
+        (r * 1000.0).round() / 1000.0
     } else {
-        (f64::from(r) * 1000.0).round() / 1000.0
+        0.0
     }
 }

@@ -38,6 +38,13 @@ pub fn ffmpeg(args: &[&str]) {
     );
 }
 
+/// Runs the ffmpeg CLI with `args` (split on whitespace) writing `out`.
+pub fn make(out: &Path, args: &str) {
+    let mut all: Vec<&str> = args.split_whitespace().collect();
+    all.push(out.to_str().unwrap());
+    ffmpeg(&all);
+}
+
 /// A scratch workspace owned by one test: clips, the binary's output and its TMPDIR live here.
 /// Set `VT_KEEP_TEST_DIRS=1` to keep it for a post-mortem.
 pub struct Workspace {

@@ -217,6 +217,7 @@ fn job_status_schema_matches_the_rust_types() {
                 bit_depth: 10,
                 transfer: Transfer::Pq,
                 interlaced: true,
+                timestamp_frame_rate: 29.97,
             }),
             audio: vec![AudioInfo {
                 stream_index: 1,
