@@ -101,6 +101,8 @@ pub enum AdmitError {
     Draining,
     #[error("video `{0}` is being made from another source right now")]
     Conflict(String),
+    #[error("video `{0}` is already made from another source; give the new one another videoId")]
+    Made(String),
 }
 
 /// The live status of `video_id` if this instance has it from `input`; a conflict if it has it
@@ -242,11 +244,13 @@ impl Jobs {
             return Ok(Admitted::Existing(live));
         }
         let previous = publish::read_status(self.output.as_ref(), &request.video_id).await;
-        if let Some(done) = previous.clone().filter(|p| {
-            p.input.as_deref() == Some(input.as_str())
-                && matches!(p.state, JobState::Ready | JobState::Partial)
-        }) {
-            return Ok(Admitted::Existing(done));
+        // What plays is never replaced by a trigger: a made video stays as it is, and one made
+        // from another source is not remade (a job that then failed would leave nothing).
+        if let Some(made) = previous.as_ref().filter(|p| p.is_made()) {
+            if made.input.as_deref() != Some(input.as_str()) {
+                return Err(AdmitError::Made(request.video_id));
+            }
+            return Ok(Admitted::Existing(made.clone()));
         }
 
         self.check_room()?;

@@ -259,6 +259,11 @@ impl JobStatus {
         self
     }
 
+    /// Ended `ready` or `partial`: a finished package that plays.
+    pub fn is_made(&self) -> bool {
+        matches!(self.state, JobState::Ready | JobState::Partial)
+    }
+
     /// Not finished, yet not rewritten for `after`: no instance is working on it.
     pub fn is_stale(&self, now: DateTime<Utc>, after: chrono::Duration) -> bool {
         !self.state.is_final() && now - self.last_written() > after
