@@ -9,6 +9,7 @@ pub mod plan;
 pub mod publish;
 pub mod registry;
 pub mod request;
+mod resume;
 pub mod run;
 pub mod scheduler;
 pub mod scratch;

@@ -87,9 +87,9 @@ struct Active {
 
 /// What a submission led to.
 pub enum Admitted {
-    /// A new job was queued.
+    /// A new job was queued (for a `partial` video: to redo the renditions that failed).
     New(JobStatus),
-    /// The same video from the same source is queued, running or done: that job stands.
+    /// The same video from the same source is queued, running or ready: that job stands.
     Existing(JobStatus),
 }
 
@@ -244,13 +244,16 @@ impl Jobs {
             return Ok(Admitted::Existing(live));
         }
         let previous = publish::read_status(self.output.as_ref(), &request.video_id).await;
-        // What plays is never replaced by a trigger: a made video stays as it is, and one made
+        // What plays is never replaced by a trigger: a ready video stays as it is, and one made
         // from another source is not remade (a job that then failed would leave nothing).
+        // A `partial` video from the same source runs again, redoing only what failed.
         if let Some(made) = previous.as_ref().filter(|p| p.is_made()) {
             if made.input.as_deref() != Some(input.as_str()) {
                 return Err(AdmitError::Made(request.video_id));
             }
-            return Ok(Admitted::Existing(made.clone()));
+            if made.state == JobState::Ready {
+                return Ok(Admitted::Existing(made.clone()));
+            }
         }
 
         self.check_room()?;
