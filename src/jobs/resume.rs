@@ -1,9 +1,9 @@
 //! What an earlier run of the same video and source left in the output store, and what of it
-//! this run keeps: the renditions it published, or, when this run ends having written nothing,
-//! the earlier output exactly as it was.
+//! this run keeps: renditions it published under the same encoding settings, or, when this run
+//! ends having written nothing, the earlier output exactly as it was.
 
 use super::plan::Plan;
-use super::publish::Finished;
+use super::publish::{self, Finished};
 use super::run::{Job, JobEnd};
 use super::status::{JobState, JobStatus, RenditionState, RenditionStatus};
 
@@ -15,7 +15,8 @@ impl Job<'_> {
     }
 
     /// Keeps what an earlier unfinished or partial run of the same source published and still
-    /// exists.
+    /// exists, when it was made under the same encoding settings as `plan` (a redeploy may have
+    /// changed segment type or length, preset or frame rate: one master must not mix them).
     pub(super) async fn resume(
         &self,
         previous: Option<&JobStatus>,
@@ -26,6 +27,17 @@ impl Job<'_> {
             return;
         };
         if previous.state == JobState::Ready {
+            return;
+        }
+        if previous.encoding.as_deref() != Some(plan.encoding.as_str()) {
+            if previous.playable {
+                tracing::info!(
+                    before = previous.encoding.as_deref(),
+                    now = plan.encoding,
+                    "encoding settings changed: every rendition is made again"
+                );
+                self.withdraw_master().await;
+            }
             return;
         }
         let mut kept: Vec<RenditionStatus> = Vec::new();
@@ -50,6 +62,18 @@ impl Job<'_> {
         }
     }
 
+    /// Deletes the earlier master playlist, whose renditions this run rewrites under other
+    /// settings: until this run writes its own, nothing lists a mix of the two.
+    async fn withdraw_master(&self) {
+        let master = self.key(publish::MASTER);
+        match self.store().delete(&master).await {
+            // Written by this run as far as `keep_earlier` is concerned: the earlier output
+            // no longer stands.
+            Ok(()) => self.published.lock().expect("lock").push(master),
+            Err(e) => tracing::warn!("withdrawing the earlier master playlist: {e}"),
+        }
+    }
+
     /// How a run that ends early (`end`) is recorded. If it wrote nothing to the output store
     /// and an earlier run of the same source left something playable, that output stands as
     /// it was (its renditions, master and state), with this run's reason as the error: a new
@@ -66,6 +90,7 @@ impl Job<'_> {
         self.tracker.update(|s| {
             s.playable = true;
             s.master_playlist = earlier.master_playlist.clone();
+            s.encoding = earlier.encoding.clone();
             s.source = earlier.source.clone();
             s.warnings = earlier.warnings.clone();
             s.timestamps.first_playable = earlier.timestamps.first_playable;

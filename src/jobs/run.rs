@@ -176,6 +176,8 @@ impl Job<'_> {
         );
         self.tracker.update(|s| s.source = Some(info.clone()));
         let mut plan = Plan::new(&info, self.settings());
+        self.tracker
+            .update(|s| s.encoding = Some(plan.encoding.clone()));
         let mut finished = Finished::default();
         self.resume(previous, &mut plan, &mut finished).await;
 

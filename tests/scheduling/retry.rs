@@ -1,6 +1,7 @@
 //! Triggering a video again after a run that did not finish everything: a `partial` video gets
-//! its failed renditions redone and keeps the ready ones, and a retry that cannot even start
-//! leaves the earlier output as it was.
+//! its failed renditions redone and keeps the ready ones, a retry that cannot even start leaves
+//! the earlier output as it was, and renditions made under other encoding settings are never
+//! mixed with new ones.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -105,6 +106,7 @@ async fn a_partial_video_triggered_again_redoes_only_what_failed() {
     assert_eq!(status["state"], "partial", "{status:#}");
     assert_eq!(status["playable"], true, "{status:#}");
     assert_eq!(status["renditions"], first["renditions"], "{status:#}");
+    assert_eq!(status["encoding"], first["encoding"], "{status:#}");
     assert!(
         status["error"]
             .as_str()
@@ -124,6 +126,7 @@ async fn a_partial_video_triggered_again_redoes_only_what_failed() {
 
     let done = api.wait_final(id).await;
     assert_eq!(done["state"], "ready", "{done:#}");
+    assert_eq!(done["encoding"], first["encoding"], "{done:#}");
     for name in ["240p", "audio"] {
         assert_eq!(
             rendition(&done, name)["started"],
@@ -139,5 +142,65 @@ async fn a_partial_video_triggered_again_redoes_only_what_failed() {
     let mut variants = master_variants(api, id).await;
     variants.sort();
     assert_eq!(variants, ["240p", "720p"]);
+    app.stop().await;
+}
+
+/// Renditions an earlier run published under other encoding settings are not resumed: after a
+/// partial run with fMP4 segments, an instance set to MPEG-TS segments withdraws the master at
+/// once, encodes every rendition again, and every playlist the new master lists is TS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_under_changed_settings_encodes_every_rendition_again() {
+    let ws = Workspace::new("retry_settings");
+    let clip = ws.clip("clip.mp4", 1280, 720, 1.0, true);
+    let stores = tempfile::tempdir().unwrap();
+    let (input, cdn) = (stores.path().join("input"), stores.path().join("cdn"));
+    std::fs::create_dir_all(input.join("incoming")).unwrap();
+    std::fs::copy(&clip, input.join("incoming/clip.mp4")).unwrap();
+    let (input_arg, cdn_arg) = (input.to_str().unwrap(), cdn.to_str().unwrap());
+    let stores_args = ["--input-store", input_arg, "--output-store", cdn_arg];
+    let id = "retry-settings";
+
+    let mut args = PARTIAL_RUN.to_vec();
+    args.extend(stores_args);
+    let first_app = spawn_app(&args).await;
+    let first = partial_run(&first_app, id, "incoming/clip.mp4").await;
+    first_app.stop().await;
+
+    args.extend(["--segment-type", "ts"]);
+    let app = spawn_app(&args).await;
+    app.hold_encodes();
+    let answer = app
+        .api
+        .trigger(&trigger(id, "incoming/clip.mp4"), &[])
+        .await;
+    assert_eq!(answer.code, 202, "{:?}", answer.body);
+    // Before anything is re-encoded, no master lists the fMP4 renditions being replaced.
+    let held = app.api.wait_for(id, |s| planned(s) || is_final(s)).await;
+    assert!(planned(&held), "{held:#}");
+    assert_eq!(held["playable"], false, "{held:#}");
+    assert!(!manifest(&cdn, id).join("master.m3u8").exists());
+    app.release_encodes();
+    let done = app.api.wait_final(id).await;
+    assert_eq!(done["state"], "ready", "{done:#}");
+    assert!(done["encoding"].is_string(), "{done:#}");
+    assert_ne!(done["encoding"], first["encoding"], "{done:#}");
+    for name in ["240p", "audio"] {
+        assert_ne!(
+            rendition(&done, name)["started"],
+            rendition(&first, name)["started"],
+            "{name} was kept from the fMP4 run: {done:#}"
+        );
+    }
+    let mut variants = master_variants(&app.api, id).await;
+    variants.sort();
+    assert_eq!(variants, ["240p", "720p"]);
+    for name in ["240p", "720p", "audio"] {
+        let playlist = manifest(&cdn, id).join(name).join("index.m3u8");
+        let text = std::fs::read_to_string(&playlist).unwrap();
+        assert!(
+            text.contains(".ts") && !text.contains("#EXT-X-MAP") && !text.contains(".m4s"),
+            "{name}: {text}"
+        );
+    }
     app.stop().await;
 }
