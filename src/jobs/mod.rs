@@ -7,6 +7,7 @@ mod fetch;
 mod outcome;
 pub mod plan;
 pub mod publish;
+mod recent;
 pub mod registry;
 pub mod request;
 mod resume;

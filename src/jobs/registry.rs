@@ -2,7 +2,7 @@
 //! job, their live status, what this instance has learnt about its own speed, and an orderly
 //! stop on shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::claim::{self, Taken};
 use super::publish;
+use super::recent::Recent;
 use super::request::{Engine, JobRequest};
 use super::run;
 use super::status::{JobState, JobStatus};
@@ -46,39 +47,9 @@ pub struct Jobs {
     claim_ttl: Duration,
 }
 
-/// The last `RECENT_JOBS` final statuses, oldest dropped first.
-#[derive(Default)]
-struct Recent {
-    statuses: HashMap<String, JobStatus>,
-    order: VecDeque<String>,
-}
-
-const RECENT_JOBS: usize = 1000;
-
 /// A running job's status.json is rewritten every second; one unchanged this long has no
 /// instance working on it.
 const ORPHANED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
-
-impl Recent {
-    fn remember(&mut self, status: JobStatus) {
-        if self
-            .statuses
-            .insert(status.video_id.clone(), status.clone())
-            .is_none()
-        {
-            self.order.push_back(status.video_id);
-        }
-        while self.order.len() > RECENT_JOBS {
-            if let Some(old) = self.order.pop_front() {
-                self.statuses.remove(&old);
-            }
-        }
-    }
-
-    fn get(&self, video_id: &str) -> Option<JobStatus> {
-        self.statuses.get(video_id).cloned()
-    }
-}
 
 struct Active {
     input: String,
