@@ -57,7 +57,7 @@ impl From<AdmitError> for ApiError {
                 retry_after: 30,
             },
             AdmitError::Draining => ApiError::Unavailable(e.to_string()),
-            AdmitError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            AdmitError::Conflict(_) | AdmitError::Made(_) => ApiError::Conflict(e.to_string()),
         }
     }
 }

@@ -23,8 +23,11 @@ const FINALIZED_EVENT: &str = "google.cloud.storage.object.v1.finalized";
 pub struct Trigger {
     pub video_id: String,
     pub input_bucket: Option<String>,
+    /// A key in the input store, or (when `names_object`) the bucket's whole object name.
     pub input_path: String,
     pub output_bucket: Option<String>,
+    /// True for object events: their name includes the input store's prefix, if it has one.
+    pub names_object: bool,
 }
 
 /// What a request asks for: a job, or nothing (an event of no interest, acknowledged so the
@@ -70,12 +73,9 @@ pub async fn transcode(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let trigger = match parse(&headers, &body)? {
+    let mut trigger = match parse(&headers, &body)? {
         Parsed::Job(trigger) => trigger,
-        Parsed::Ignored(why) => {
-            tracing::info!("ignored event: {why}");
-            return Ok((StatusCode::OK, Json(json!({"ignored": why}))).into_response());
-        }
+        Parsed::Ignored(why) => return Ok(ignored(why)),
     };
     validate_video_id(&trigger.video_id).map_err(ApiError::BadRequest)?;
     validate_key(&trigger.input_path)?;
@@ -89,6 +89,19 @@ pub async fn transcode(
         trigger.output_bucket.as_deref(),
         state.output().bucket(),
     )?;
+    if trigger.names_object {
+        match state.input.key_of_object(&trigger.input_path) {
+            Some(key) => trigger.input_path = key,
+            None => {
+                let why = format!(
+                    "object `{}` is outside the input store {}",
+                    trigger.input_path,
+                    state.input.describe()
+                );
+                return Ok(ignored(why));
+            }
+        }
+    }
     let probe = upload::probe_local(&state, &trigger.input_path).await;
     let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {
@@ -108,6 +121,12 @@ pub async fn transcode(
     };
     tracing::info!(video_id = %status.video_id, code = code.as_u16(), "trigger accepted");
     Ok((code, Json(Accepted::new(&state, &status, duration))).into_response())
+}
+
+/// 200 `{"ignored": why}`: acknowledged, so the sender does not deliver it again.
+fn ignored(why: String) -> Response {
+    tracing::info!("ignored event: {why}");
+    (StatusCode::OK, Json(json!({"ignored": why}))).into_response()
 }
 
 /// A store that is a bucket only takes triggers naming it (or naming none: the service's own);
@@ -158,6 +177,7 @@ fn from_direct(value: serde_json::Value) -> Result<Trigger, ApiError> {
         input_bucket: direct.input_bucket,
         input_path: direct.input_path,
         output_bucket: direct.output_bucket,
+        names_object: false,
     })
 }
 
@@ -212,6 +232,7 @@ fn from_object(object: ObjectResource) -> Trigger {
         input_bucket: Some(object.bucket),
         input_path: object.name,
         output_bucket: None,
+        names_object: true,
     }
 }
 

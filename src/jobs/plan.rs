@@ -6,9 +6,10 @@ use super::publish::Finished;
 use super::status::{RenditionKind, RenditionState, RenditionStatus};
 use crate::config::TranscodeSettings;
 use crate::media::filters::output_frame_rate;
+use crate::media::gop_frames;
 use crate::media::ladder::{self, Tier, VideoRendition};
 use crate::media::master::{AudioVariant, VideoVariant};
-use crate::media::mux::PLAYLIST;
+use crate::media::mux::{PLAYLIST, SegmentType};
 use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
 
@@ -24,6 +25,10 @@ pub struct Plan {
     pub fps: Rational,
     /// Renditions kept from an earlier, unfinished run; no pass encodes them again.
     pub done: Vec<bool>,
+    /// The settings every rendition is encoded with, in words: codec and preset, frame rate,
+    /// GOP, segment type and length, audio bit rate. Renditions made under another string do
+    /// not fit in one master with these (status.json keeps it for the next run to compare).
+    pub encoding: String,
 }
 
 impl Plan {
@@ -70,6 +75,7 @@ impl Plan {
             videos,
             fps,
             done,
+            encoding: encoding(settings, fps),
         }
     }
 
@@ -167,6 +173,23 @@ impl Plan {
         }
         passes
     }
+}
+
+/// See [`Plan::encoding`].
+fn encoding(settings: &TranscodeSettings, fps: Rational) -> String {
+    let segments = match settings.segment_type {
+        SegmentType::Fmp4 => "fmp4",
+        SegmentType::Ts => "ts",
+    };
+    format!(
+        "h264 preset {}, {}/{} fps, GOP {} frames, {segments} segments of {} s, AAC {} kb/s",
+        settings.preset,
+        fps.numerator(),
+        fps.denominator(),
+        gop_frames(fps),
+        settings.segment_seconds,
+        settings.audio_bitrate_kbps,
+    )
 }
 
 fn pending(name: &str, kind: RenditionKind, tier: Tier, kbps: u32, frames: u64) -> RenditionStatus {
@@ -272,6 +295,33 @@ mod tests {
         assert_eq!(names(&plan, &passes[0]), ["240p"]);
         assert_eq!(names(&plan, &passes[1]), ["720p", "1080p"]);
         assert_eq!(plan.videos_to_encode(), 3);
+    }
+
+    #[test]
+    fn the_encoding_names_every_setting_that_makes_renditions_incompatible() {
+        let info = source(1280, 720, true);
+        let base = TranscodeSettings::default();
+        let encoding = Plan::new(&info, &base).encoding;
+        assert_eq!(
+            encoding,
+            "h264 preset veryfast, 25/1 fps, GOP 50 frames, fmp4 segments of 4 s, AAC 128 kb/s"
+        );
+        let changes: [fn(&mut TranscodeSettings); 5] = [
+            |s| s.segment_type = SegmentType::Ts,
+            |s| s.segment_seconds = 2,
+            |s| s.preset = "medium".into(),
+            |s| s.max_fps = 24,
+            |s| s.audio_bitrate_kbps = 96,
+        ];
+        for change in changes {
+            let mut settings = base.clone();
+            change(&mut settings);
+            assert_ne!(Plan::new(&info, &settings).encoding, encoding);
+        }
+        let mut settings = base.clone();
+        settings.max_parallel_encodes = 7;
+        settings.rendition_timeout = 5;
+        assert_eq!(Plan::new(&info, &settings).encoding, encoding);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Finished {
     pub audio: Option<AudioVariant>,
 }
 
+/// The master playlist, under a video's folder.
+pub const MASTER: &str = "manifest/master.m3u8";
+
 /// `videos/<id>/<rest>`: every key of a video's output.
 pub fn key(video_id: &str, rest: &str) -> String {
     format!("videos/{video_id}/{rest}")
@@ -73,7 +76,7 @@ pub async fn master(
         return Ok(None);
     }
     let text = master::render(&finished.videos, finished.audio.as_ref());
-    let key = key(video_id, "manifest/master.m3u8");
+    let key = key(video_id, MASTER);
     store.put(&key, Bytes::from(text)).await?;
     Ok(Some(key))
 }

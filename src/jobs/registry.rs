@@ -2,7 +2,7 @@
 //! job, their live status, what this instance has learnt about its own speed, and an orderly
 //! stop on shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::claim::{self, Taken};
 use super::publish;
+use super::recent::Recent;
 use super::request::{Engine, JobRequest};
 use super::run;
 use super::status::{JobState, JobStatus};
@@ -46,39 +47,9 @@ pub struct Jobs {
     claim_ttl: Duration,
 }
 
-/// The last `RECENT_JOBS` final statuses, oldest dropped first.
-#[derive(Default)]
-struct Recent {
-    statuses: HashMap<String, JobStatus>,
-    order: VecDeque<String>,
-}
-
-const RECENT_JOBS: usize = 1000;
-
 /// A running job's status.json is rewritten every second; one unchanged this long has no
 /// instance working on it.
 const ORPHANED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
-
-impl Recent {
-    fn remember(&mut self, status: JobStatus) {
-        if self
-            .statuses
-            .insert(status.video_id.clone(), status.clone())
-            .is_none()
-        {
-            self.order.push_back(status.video_id);
-        }
-        while self.order.len() > RECENT_JOBS {
-            if let Some(old) = self.order.pop_front() {
-                self.statuses.remove(&old);
-            }
-        }
-    }
-
-    fn get(&self, video_id: &str) -> Option<JobStatus> {
-        self.statuses.get(video_id).cloned()
-    }
-}
 
 struct Active {
     input: String,
@@ -87,9 +58,9 @@ struct Active {
 
 /// What a submission led to.
 pub enum Admitted {
-    /// A new job was queued.
+    /// A new job was queued (for a `partial` video: to redo the renditions that failed).
     New(JobStatus),
-    /// The same video from the same source is queued, running or done: that job stands.
+    /// The same video from the same source is queued, running or ready: that job stands.
     Existing(JobStatus),
 }
 
@@ -101,6 +72,8 @@ pub enum AdmitError {
     Draining,
     #[error("video `{0}` is being made from another source right now")]
     Conflict(String),
+    #[error("video `{0}` is already made from another source; give the new one another videoId")]
+    Made(String),
 }
 
 /// The live status of `video_id` if this instance has it from `input`; a conflict if it has it
@@ -242,11 +215,16 @@ impl Jobs {
             return Ok(Admitted::Existing(live));
         }
         let previous = publish::read_status(self.output.as_ref(), &request.video_id).await;
-        if let Some(done) = previous.clone().filter(|p| {
-            p.input.as_deref() == Some(input.as_str())
-                && matches!(p.state, JobState::Ready | JobState::Partial)
-        }) {
-            return Ok(Admitted::Existing(done));
+        // What plays is never replaced by a trigger: a ready video stays as it is, and one made
+        // from another source is not remade (a job that then failed would leave nothing).
+        // A `partial` video from the same source runs again, redoing only what failed.
+        if let Some(made) = previous.as_ref().filter(|p| p.is_made()) {
+            if made.input.as_deref() != Some(input.as_str()) {
+                return Err(AdmitError::Made(request.video_id));
+            }
+            if made.state == JobState::Ready {
+                return Ok(Admitted::Existing(made.clone()));
+            }
         }
 
         self.check_room()?;

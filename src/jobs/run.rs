@@ -20,7 +20,7 @@ use super::publish::{self, Finished};
 use super::request::{Engine, JobRequest, Source};
 use super::scheduler;
 use super::scratch;
-use super::status::{JobState, JobStatus, RenditionState, RenditionStatus};
+use super::status::{JobState, JobStatus, RenditionState};
 use super::tracker::Tracker;
 use super::watchdog::{self, blocking};
 use crate::config::{DecodePlan, TranscodeSettings};
@@ -64,7 +64,10 @@ pub async fn run(
             early_sizes: Mutex::new(HashMap::new()),
             damaged: Mutex::default(),
         };
-        let result = job.execute(previous).await;
+        let result = job
+            .execute(previous.as_ref())
+            .await
+            .map_err(|end| job.keep_earlier(previous.as_ref(), end));
         tracker.update(|s| {
             if let Err(end) = result {
                 s.state = end.state;
@@ -131,7 +134,7 @@ impl Job<'_> {
         publish::key(&self.request.video_id, rest)
     }
 
-    async fn execute(&self, previous: Option<JobStatus>) -> Result<(), JobEnd> {
+    async fn execute(&self, previous: Option<&JobStatus>) -> Result<(), JobEnd> {
         media::init().map_err(|e| JobEnd::failed(e.to_string()))?;
         self.tracker.update(|s| {
             s.state = JobState::Processing;
@@ -173,10 +176,10 @@ impl Job<'_> {
         );
         self.tracker.update(|s| s.source = Some(info.clone()));
         let mut plan = Plan::new(&info, self.settings());
+        self.tracker
+            .update(|s| s.encoding = Some(plan.encoding.clone()));
         let mut finished = Finished::default();
-        if let Some(previous) = previous {
-            self.resume(previous, &mut plan, &mut finished).await;
-        }
+        self.resume(previous, &mut plan, &mut finished).await;
 
         let encoded = self
             .encode_all(&info, &plan, &mut finished, scratch.path())
@@ -184,35 +187,6 @@ impl Job<'_> {
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
         self.finish(&info).await
-    }
-
-    /// Keeps what an earlier unfinished run of the same source published and still exists.
-    async fn resume(&self, previous: JobStatus, plan: &mut Plan, finished: &mut Finished) {
-        if previous.input.as_deref() != Some(self.request.source.uri().as_str())
-            || previous.state == JobState::Ready
-        {
-            return;
-        }
-        let first_playable = previous.timestamps.first_playable;
-        let mut kept: Vec<RenditionStatus> = Vec::new();
-        for r in previous.renditions {
-            let playlist = self.key(&format!("manifest/{}", r.playlist));
-            if r.state == RenditionState::Ready
-                && matches!(self.store().get(&playlist).await, Ok(Some(_)))
-            {
-                kept.push(r);
-            }
-        }
-        let count = plan.carry_over(&kept, finished);
-        if count > 0 {
-            tracing::info!(
-                kept = count,
-                "resuming: renditions already published are kept"
-            );
-            // It has been playable since the earlier run made it so.
-            self.tracker
-                .update(|s| s.timestamps.first_playable = first_playable);
-        }
     }
 
     async fn encode_all(

@@ -123,6 +123,10 @@ pub struct JobStatus {
     /// source for the same video returns this job instead of starting another.
     #[serde(default)]
     pub input: Option<String>,
+    /// The encoding settings every rendition of this video shares (see `Plan::encoding`); a
+    /// resumed job keeps earlier renditions only when it is the same. `None` until planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
     /// The uploader's `metadata` object, kept as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
@@ -155,6 +159,7 @@ impl JobStatus {
         Self {
             video_id: video_id.into(),
             input: None,
+            encoding: None,
             metadata: None,
             state: JobState::Queued,
             playable: false,
@@ -257,6 +262,11 @@ impl JobStatus {
             ));
         }
         self
+    }
+
+    /// Ended `ready` or `partial`: a finished package that plays.
+    pub fn is_made(&self) -> bool {
+        matches!(self.state, JobState::Ready | JobState::Partial)
     }
 
     /// Not finished, yet not rewritten for `after`: no instance is working on it.

@@ -21,6 +21,8 @@ mod decode;
 mod length;
 mod video;
 
+pub use video::gop_frames;
+
 use thiserror::Error;
 
 /// Why a media step failed. `is_input_fault` tells a bad upload from a fault of ours.

@@ -19,6 +19,12 @@ pub struct VideoSettings {
     pub threads: usize,
 }
 
+/// Frames per GOP at `fps`: one closed GOP every 2 s in every rendition, so segment
+/// boundaries line up across renditions and players switch cleanly.
+pub fn gop_frames(fps: Rational) -> u32 {
+    (2.0 * f64::from(fps)).round().max(1.0) as u32
+}
+
 /// VBV ceiling and buffer as multiples of the target rate.
 const MAXRATE_FACTOR: f64 = 1.1;
 const BUFSIZE_FACTOR: f64 = 2.0;
@@ -117,7 +123,7 @@ impl RenditionEncoder {
         // `set_flags` replaces the whole set: keep closed GOPs so every keyframe is an IDR.
         encoder.set_flags(codec::Flags::GLOBAL_HEADER | codec::Flags::CLOSED_GOP);
         let kbps = f64::from(self.rendition.kbps);
-        let gop = (2.0 * f64::from(fps)).round().max(1.0) as u32;
+        let gop = gop_frames(fps);
         let mut options = Dictionary::new();
         options.set("preset", &self.settings.preset);
         options.set("profile", "high");

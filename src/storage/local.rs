@@ -88,6 +88,11 @@ impl Store for LocalStore {
         None
     }
 
+    /// A folder has no prefix of its own: an object's name is its key.
+    fn key_of_object(&self, name: &str) -> Option<String> {
+        Some(name.to_string())
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }

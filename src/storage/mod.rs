@@ -85,6 +85,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The bucket behind this store; `None` for a local folder, which takes any bucket name.
     fn bucket(&self) -> Option<&str>;
 
+    /// The key of the bucket object `name` (an event's whole object name, which includes this
+    /// store's prefix); `None` when the object lies outside the prefix, so not in this store.
+    fn key_of_object(&self, name: &str) -> Option<String>;
+
     /// The file behind `key` when the store is a local folder, so sources are read in place.
     fn local_path(&self, key: &str) -> Option<PathBuf>;
 

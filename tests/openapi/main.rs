@@ -186,6 +186,10 @@ fn job_status_schema_matches_the_rust_types() {
     let full = JobStatus {
         video_id: "0b7c61a8-3f55-4cc2-9a0c-4bde6e3f2a10".into(),
         input: Some("/data/input/pending/x_clip.mp4".into()),
+        encoding: Some(
+            "h264 preset veryfast, 30/1 fps, GOP 60 frames, fmp4 segments of 4 s, AAC 128 kb/s"
+                .into(),
+        ),
         metadata: Some(json!({"title": "Holiday"})),
         state: JobState::Partial,
         playable: true,

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use video_transcoder::jobs::scheduler::{decoder_bytes, encoder_bytes};
 
 use crate::common::*;
 use crate::support::*;
@@ -15,12 +14,6 @@ use crate::support::*;
 fn started_span(rs: &[&Value]) -> (DateTime<Utc>, DateTime<Utc>) {
     let times: Vec<DateTime<Utc>> = rs.iter().map(|r| at(&r["started"])).collect();
     (*times.iter().min().unwrap(), *times.iter().max().unwrap())
-}
-
-/// Processing, with the source probed and the renditions planned (so its first pass waits in
-/// the scheduler's queue).
-fn planned(status: &Value) -> bool {
-    status["state"] == "processing" && !status["source"].is_null() && !renditions(status).is_empty()
 }
 
 /// Two jobs on a one-encoder pool: passes start by tier first, then by arrival. A's critical
@@ -65,25 +58,6 @@ async fn passes_start_by_tier_then_arrival_across_jobs() {
         "tier beats arrival: B's critical started {b_critical_last}, A's 720p {a_720}"
     );
     app.stop().await;
-}
-
-/// The memory guard's estimate of one pass of `tier` for a planned job, as `pass_memory`
-/// (src/jobs/run.rs) computes it: one decoder of the source plus one encoder per video rendition
-/// of the tier.
-fn pass_bytes(status: &Value, tier: &str) -> u64 {
-    let size = |v: &Value, w: &str, h: &str| {
-        (v[w].as_u64().unwrap() as u32, v[h].as_u64().unwrap() as u32)
-    };
-    let (w, h) = size(&status["source"]["video"], "codedWidth", "codedHeight");
-    let encoders: u64 = of_tier(status, tier)
-        .iter()
-        .filter(|r| r["kind"] == "video")
-        .map(|r| {
-            let (w, h) = size(r, "width", "height");
-            encoder_bytes(w, h)
-        })
-        .sum();
-    decoder_bytes(w, h) + encoders
 }
 
 /// Tier beats arrival even against a pass that was queued first: A's standard pass waits in

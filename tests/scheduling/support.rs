@@ -6,6 +6,8 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use video_transcoder::jobs::scheduler::{decoder_bytes, encoder_bytes};
+
 use crate::common::*;
 
 /// An RFC 3339 timestamp from status.json.
@@ -53,4 +55,29 @@ pub async fn master_variants(api: &Api, id: &str) -> Vec<String> {
         .iter()
         .map(|v| v.name().to_owned())
         .collect()
+}
+
+/// Processing, with the source probed and the renditions planned (so its first pass waits in
+/// the scheduler's queue).
+pub fn planned(status: &Value) -> bool {
+    status["state"] == "processing" && !status["source"].is_null() && !renditions(status).is_empty()
+}
+
+/// The memory guard's estimate of one pass of `tier` for a planned job, as `pass_memory`
+/// (src/jobs/run.rs) computes it: one decoder of the source plus one encoder per video rendition
+/// of the tier.
+pub fn pass_bytes(status: &Value, tier: &str) -> u64 {
+    let size = |v: &Value, w: &str, h: &str| {
+        (v[w].as_u64().unwrap() as u32, v[h].as_u64().unwrap() as u32)
+    };
+    let (w, h) = size(&status["source"]["video"], "codedWidth", "codedHeight");
+    let encoders: u64 = of_tier(status, tier)
+        .iter()
+        .filter(|r| r["kind"] == "video")
+        .map(|r| {
+            let (w, h) = size(r, "width", "height");
+            encoder_bytes(w, h)
+        })
+        .sum();
+    decoder_bytes(w, h) + encoders
 }
