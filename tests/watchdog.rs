@@ -1,5 +1,6 @@
-//! The encode watchdog on a real pass: a source that stops delivering data (a named pipe the
-//! test starves) must end its renditions as "stalled" instead of leaving the job processing.
+//! The watchdog on real work: a pass whose source stops delivering data (a named pipe the test
+//! starves) must end as "stalled" instead of leaving the job processing; and a memory reading
+//! that reads nothing stops start-up instead of holding every pass.
 
 mod common;
 
@@ -112,3 +113,53 @@ async fn a_source_that_stops_delivering_fails_as_stalled() {
     );
     eprintln!("stalled pass ended after {:.1?}", started.elapsed());
 }
+
+/// Runs the binary with `args` in a mount namespace where /proc/meminfo reads as empty (as in
+/// a chroot without /proc), ended by `timeout` after 20 s if it does not stop on its own.
+fn run_without_meminfo(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind /dev/null /proc/meminfo && exec timeout 20 \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_video-transcoder"))
+        .args(args)
+        .output()
+        .expect("unshare (util-linux) runs; this test needs root")
+}
+
+/// Where the memory reading cannot be read, `transcode` and `serve` refuse to start and say
+/// why, instead of waiting RENDITION_TIMEOUT on every pass and failing it "not enough memory".
+#[test]
+fn an_unreadable_memory_reading_stops_start_up_with_the_reason() {
+    let ws = Workspace::new("watchdog_meminfo");
+    let clip = ws.clip("clip.mp4", 320, 240, 1.0, false);
+    let out = ws.subdir("out");
+    let transcode = run_without_meminfo(&[
+        "transcode",
+        clip.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rendition-timeout",
+        "3",
+    ]);
+    let serve = run_without_meminfo(&[
+        "serve",
+        "--port",
+        "0",
+        "--input-store",
+        ws.subdir("input").to_str().unwrap(),
+        "--output-store",
+        ws.subdir("cdn").to_str().unwrap(),
+        "--scratch-dir",
+        ws.subdir("scratch").to_str().unwrap(),
+    ]);
+    for (command, output) in [("transcode", transcode), ("serve", serve)] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains("/proc/meminfo") && !stderr.contains("not enough memory"),
+            "{command} should name the unreadable memory reading:\n{stderr}"
+        );
+    }
+}
+
