@@ -119,8 +119,9 @@ pub struct ServeSettings {
     #[arg(long, env = "MEMORY_RESERVE_MB", default_value_t = 512)]
     pub memory_reserve_mb: u64,
 
-    /// Seconds between SIGTERM and exit: requests finish and jobs record what they finished
-    /// (Cloud Run kills the container 10 s after SIGTERM).
+    /// Seconds between SIGTERM and exit: requests finish and jobs record what they finished; in
+    /// the last second, the statuses of jobs that did not stop are written all at once (Cloud
+    /// Run kills the container 10 s after SIGTERM).
     #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_grace: u64,
 
