@@ -162,4 +162,3 @@ fn an_unreadable_memory_reading_stops_start_up_with_the_reason() {
         );
     }
 }
-
