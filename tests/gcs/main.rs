@@ -8,7 +8,7 @@ mod common;
 mod faults; // the emulator stopped mid-job, missing and oversized sources
 mod instances; // two server processes, one trigger; resume from the bucket's status.json
 mod publish; // upload → CDN bucket, trigger shapes, master before ready
-mod stalls; // a frozen bucket: a shutdown with stuck jobs
+mod stalls; // a frozen bucket: a stalled download, a shutdown with stuck jobs
 
 use common::*;
 
