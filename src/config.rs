@@ -62,11 +62,12 @@ pub struct TranscodeSettings {
     pub scratch_dir: PathBuf,
 
     /// Seconds a decode pass (so each rendition in it) may encode beyond the source's own
-    /// duration before it fails as timed out.
+    /// duration before it fails as timed out; also the most a source's download or probe takes.
     #[arg(long, env = "RENDITION_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub rendition_timeout: u64,
 
-    /// Seconds without a single frame of progress after which a pass fails as stalled.
+    /// Seconds without progress (a frame encoded, bytes downloaded, a source read while
+    /// probing) after which a pass, a download or a probe fails as stalled.
     #[arg(long, env = "STALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
 }
@@ -119,8 +120,9 @@ pub struct ServeSettings {
     #[arg(long, env = "MEMORY_RESERVE_MB", default_value_t = 512)]
     pub memory_reserve_mb: u64,
 
-    /// Seconds between SIGTERM and exit: requests finish and jobs record what they finished
-    /// (Cloud Run kills the container 10 s after SIGTERM).
+    /// Seconds between SIGTERM and exit: requests finish and jobs record what they finished; in
+    /// the last second, the statuses of jobs that did not stop are written all at once (Cloud
+    /// Run kills the container 10 s after SIGTERM).
     #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_grace: u64,
 

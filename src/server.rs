@@ -84,6 +84,7 @@ pub async fn serve(
         settings: Arc::new(settings),
         public_base_url,
         metrics: metrics_handle(),
+        readiness: Arc::default(),
     };
 
     let stop = CancellationToken::new();

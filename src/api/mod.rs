@@ -5,6 +5,7 @@ pub mod auth;
 mod error;
 mod observe;
 mod player;
+pub mod readiness;
 mod status;
 mod trigger;
 mod upload;
@@ -33,6 +34,8 @@ pub struct AppState {
     /// Base of public URLs: `PUBLIC_BASE_URL`, or this server's own address.
     pub public_base_url: String,
     pub metrics: PrometheusHandle,
+    /// `/readyz`'s store and disk checks, shared by every call.
+    pub readiness: Arc<readiness::Readiness>,
 }
 
 impl AppState {

@@ -30,36 +30,25 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`: 200 when this instance should get work: media libraries loaded and the same
 /// major.minor versions as the build's headers, the input store readable and the output store
-/// writable, not shutting down, and
-/// enough free disk for scratch; else 503 saying which check failed. `libav` lists each
-/// library's run-time and build-time version.
+/// writable, not shutting down, and enough free disk for scratch; else 503 saying which check
+/// failed. The store and disk checks are at most `REFRESH` old (see `readiness`). `libav` lists
+/// each library's run-time and build-time version.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let media = crate::media::init().map_err(|e| e.to_string());
-    let input = answered_soon(state.input.check_readable()).await;
-    let output = answered_soon(state.output().check_writable()).await;
     let draining = match state.jobs.is_draining() {
         true => Err("shutting down".to_string()),
         false => Ok(()),
     };
-    let scratch = state.settings.transcode.scratch_dir.clone();
-    let minimum = state.settings.min_disk_space;
-    let disk = match crate::storage::free_disk_bytes(&scratch) {
-        Some(free) if free >= minimum => Ok(()),
-        Some(free) => Err(format!(
-            "{free} bytes free under {}, below MIN_DISK_SPACE ({minimum})",
-            scratch.display()
-        )),
-        None => Err(format!("no disk found for {}", scratch.display())),
-    };
+    let slow = state.readiness.checks(&state).await;
     let libav = crate::media::versions::libraries();
     let versions = crate::media::versions::check(&libav);
     let checks = [
         ("media", media),
         ("libavVersions", versions),
-        ("inputStore", input),
-        ("outputStore", output),
+        ("inputStore", slow.input),
+        ("outputStore", slow.output),
         ("notDraining", draining),
-        ("disk", disk),
+        ("disk", slow.disk),
     ];
     let ready = checks.iter().all(|(_, r)| r.is_ok());
     let details: serde_json::Map<_, _> = checks
@@ -86,18 +75,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .collect();
     let body = json!({"ready": ready, "checks": details, "libav": libav});
     (code, Json(body)).into_response()
-}
-
-/// A store check's outcome, or a failure if the store does not answer within a few seconds (a
-/// bucket that is down is retried far longer than a probe waits).
-async fn answered_soon(
-    check: impl Future<Output = Result<(), crate::storage::StoreError>>,
-) -> Result<(), String> {
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
-    match tokio::time::timeout(PATIENCE, check).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", PATIENCE.as_secs())),
-    }
 }
 
 /// `GET /metrics`: Prometheus text, with the memory gauges read now.

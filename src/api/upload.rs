@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::{Accepted, ApiError, AppState};
 use crate::jobs::request::Prepared;
 use crate::jobs::{Admitted, JobRequest, Source, scratch, watchdog};
-use crate::media::source::{self, SourceInfo};
+use crate::media::source::SourceInfo;
 
 /// Largest `metadata` part.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
@@ -257,8 +257,12 @@ async fn probe_file(state: &AppState, path: PathBuf) -> Option<SourceInfo> {
         return None;
     }
     let limits = state.settings.transcode.source_limits();
-    watchdog::blocking(move || source::probe(&path, limits))
+    // Under the jobs' stall and time limits: a source whose reads hang must not hold the request.
+    let watch = state.jobs.engine().limits(0.0);
+    let unstoppable = tokio_util::sync::CancellationToken::new();
+    watchdog::probe(path, limits, watch, &unstoppable)
         .await
+        .ok()?
         .ok()
 }
 

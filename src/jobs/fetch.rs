@@ -1,10 +1,11 @@
 //! Getting a job's source as a local file: read in place from a local store, taken from the
-//! copy an upload kept, or downloaded once into scratch.
+//! copy an upload kept, or downloaded once into scratch under the watchdog's limits.
 
 use std::path::{Path, PathBuf};
 
 use super::request::Source;
 use super::run::{Job, JobEnd};
+use super::watchdog::{self, Stopped};
 use crate::storage::StoreError;
 
 impl Job<'_> {
@@ -33,7 +34,21 @@ impl Job<'_> {
             return Ok(to);
         }
         let max_bytes = self.settings().max_video_size;
-        match store.download(key, &to, max_bytes).await {
+        // Bytes in the scratch copy are the download's progress.
+        let progress = || std::fs::metadata(&to).map_or(0, |m| m.len());
+        let download = store.download(key, &to, max_bytes);
+        let limits = self.engine.limits(0.0);
+        let downloaded = match watchdog::watched(download, progress, limits, self.cancel).await {
+            Ok(downloaded) => downloaded,
+            Err(Stopped::Cancelled) => return Err(JobEnd::interrupted()),
+            Err(why) => {
+                return Err(JobEnd::failed(format!(
+                    "downloading `{key}` from {place} {why}; once the store answers, trigger \
+                     the video again"
+                )));
+            }
+        };
+        match downloaded {
             Ok(_) => Ok(to),
             Err(StoreError::NotFound(_)) => Err(missing()),
             Err(StoreError::TooLarge(limit)) => Err(JobEnd::failed(format!(

@@ -47,6 +47,9 @@ pub struct Jobs {
     claim_ttl: Duration,
 }
 
+/// The end of the shutdown grace period kept for writing the statuses of jobs that did not stop.
+const STUCK_WRITES: Duration = Duration::from_secs(1);
+
 /// A running job's status.json is rewritten every second; one unchanged this long has no
 /// instance working on it.
 const ORPHANED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
@@ -346,13 +349,16 @@ impl Jobs {
     }
 
     /// Refuses new work from now on (readiness fails) and stops every job's encodes; each job
-    /// writes status.json as `interrupted` with what it finished. Jobs that have not done so by
-    /// `deadline` are recorded as interrupted here.
+    /// writes status.json as `interrupted` with what it finished. Jobs that have not done so
+    /// shortly before `deadline` are recorded as interrupted here, all at once, so this returns
+    /// by `deadline` however many jobs are stuck (Cloud Run kills the process soon after).
     pub async fn shutdown(&self, deadline: Instant) {
         self.draining.store(true, Ordering::Relaxed);
         self.cancel.cancel();
         self.tasks.close();
-        if tokio::time::timeout_at(deadline, self.tasks.wait())
+        let left = deadline.saturating_duration_since(Instant::now());
+        let for_jobs = deadline - STUCK_WRITES.min(left / 2);
+        if tokio::time::timeout_at(for_jobs, self.tasks.wait())
             .await
             .is_ok()
         {
@@ -365,13 +371,18 @@ impl Jobs {
             .values()
             .map(|job| job.status.borrow().clone())
             .collect();
-        for mut status in stuck {
+        let writes = stuck.into_iter().map(|mut status| async move {
             tracing::warn!(video_id = %status.video_id, "job did not stop in time");
             status.state = JobState::Interrupted;
             status.error = Some("interrupted by shutdown; trigger it again to resume".into());
             status.timestamps.finished = Some(Utc::now());
-            let write = publish::write_status(self.output.as_ref(), &status);
-            let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            publish::write_status(self.output.as_ref(), &status).await;
+        });
+        let all = futures_util::future::join_all(writes);
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!(
+                "some statuses of stopped jobs could not be written before the deadline"
+            );
         }
     }
 }

@@ -95,7 +95,7 @@ impl Engine {
     }
 
     /// The watchdog's limits for a source of `duration_seconds`.
-    pub(super) fn limits(&self, duration_seconds: f64) -> Limits {
+    pub fn limits(&self, duration_seconds: f64) -> Limits {
         Limits {
             timeout: Duration::from_secs(self.settings.rendition_timeout)
                 + Duration::from_secs_f64(duration_seconds.max(0.0)),

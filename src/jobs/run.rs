@@ -22,12 +22,12 @@ use super::scheduler;
 use super::scratch;
 use super::status::{JobState, JobStatus, RenditionState};
 use super::tracker::Tracker;
-use super::watchdog::{self, blocking};
+use super::watchdog::{self, Stopped};
 use crate::config::{DecodePlan, TranscodeSettings};
 use crate::media;
 use crate::media::mux::Segmenting;
 use crate::media::pass::{AudioTarget, DamagedPackets, PassSpec, VideoTarget};
-use crate::media::source::{self, SourceInfo};
+use crate::media::source::SourceInfo;
 use crate::storage::Store;
 
 /// How often status.json is rewritten while encoding, at the least.
@@ -99,7 +99,7 @@ impl JobEnd {
         }
     }
 
-    fn interrupted() -> Self {
+    pub(super) fn interrupted() -> Self {
         Self {
             state: JobState::Interrupted,
             reason: "interrupted before it finished; trigger it again to resume".into(),
@@ -163,9 +163,18 @@ impl Job<'_> {
             Some(info) => info,
             None => {
                 let limits = self.settings().source_limits();
-                blocking(move || source::probe(&source, limits))
-                    .await
-                    .map_err(|e| JobEnd::failed(format!("the source cannot be used: {e}")))?
+                let watch = self.engine.limits(0.0);
+                match watchdog::probe(source, limits, watch, self.cancel).await {
+                    Ok(probed) => probed
+                        .map_err(|e| JobEnd::failed(format!("the source cannot be used: {e}")))?,
+                    Err(Stopped::Cancelled) => return Err(JobEnd::interrupted()),
+                    Err(why) => {
+                        return Err(JobEnd::failed(format!(
+                            "reading the source {why}; once the input store answers, trigger \
+                             the video again"
+                        )));
+                    }
+                }
             }
         };
         tracing::info!(

@@ -23,8 +23,19 @@ pub trait MemoryProbe: Send + Sync {
 pub struct SystemMemory(Mutex<sysinfo::System>);
 
 impl SystemMemory {
+    /// Fails where the machine's memory cannot be read (no `/proc`, as in a bare chroot): every
+    /// reading would be 0 and each encode would wait `RENDITION_TIMEOUT` before failing.
     pub fn new() -> Result<Self, String> {
-        let system = sysinfo::System::new().map_err(|e| format!("reading system memory: {e}"))?;
+        let mut system =
+            sysinfo::System::new().map_err(|e| format!("reading system memory: {e}"))?;
+        system.refresh_memory();
+        if system.total_memory() == 0 {
+            return Err(
+                "cannot read this machine's memory: /proc/meminfo is missing or empty \
+                 (is /proc mounted?); the memory guard needs it to start encodes"
+                    .into(),
+            );
+        }
         Ok(Self(Mutex::new(system)))
     }
 }

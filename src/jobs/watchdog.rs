@@ -1,7 +1,9 @@
-//! Running one decode pass on the blocking pool under a watchdog: the job's cancellation, a
-//! time limit and a stall detector (no frame progress) all stop it between packets, and a pass
-//! that does not stop when asked is abandoned so its job still ends.
+//! Running a job's work under a watchdog: the job's cancellation, a time limit and a stall
+//! detector (no progress) stop a decode pass between packets, and a source's download or probe
+//! at once; work that does not stop when asked is abandoned so its job still ends.
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::media::MediaError;
+use crate::media::input::ReadWatch;
 use crate::media::pass::{self, DamagedPackets, PassOutcome, PassSpec};
+use crate::media::source::{self, SourceInfo};
 
 /// How long a pass asked to stop may take to notice before it is left behind.
 const ABANDON_AFTER: Duration = Duration::from_secs(20);
@@ -22,6 +26,110 @@ pub struct Limits {
     pub timeout: Duration,
     /// Longest a pass may go without a single frame of progress.
     pub stall: Duration,
+}
+
+/// Why the watchdog stopped some work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The job was cancelled (shutdown).
+    Cancelled,
+    /// No progress for this long (`STALL_TIMEOUT`).
+    Stalled(Duration),
+    /// Still running after this long (`RENDITION_TIMEOUT`, plus the source's length for a pass).
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::Cancelled => write!(f, "cancelled"),
+            Stopped::Stalled(d) => write!(
+                f,
+                "stalled: no progress for {} s (STALL_TIMEOUT)",
+                d.as_secs()
+            ),
+            Stopped::TimedOut(d) => {
+                write!(f, "timed out after {} s (RENDITION_TIMEOUT)", d.as_secs())
+            }
+        }
+    }
+}
+
+/// Progress readings of one piece of work, against its limits.
+struct Clock {
+    started: Instant,
+    last: u64,
+    last_change: Instant,
+}
+
+impl Clock {
+    fn new(progress: u64) -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            last: progress,
+            last_change: now,
+        }
+    }
+
+    /// Why the work must stop, given its progress reading now; `None` while it may go on.
+    fn overdue(&mut self, progress: u64, limits: &Limits) -> Option<Stopped> {
+        if progress != self.last {
+            (self.last, self.last_change) = (progress, Instant::now());
+        }
+        if self.last_change.elapsed() >= limits.stall {
+            Some(Stopped::Stalled(limits.stall))
+        } else if self.started.elapsed() >= limits.timeout {
+            Some(Stopped::TimedOut(limits.timeout))
+        } else {
+            None
+        }
+    }
+}
+
+/// Runs `work` while `progress` (a number that grows as the work advances) is read every
+/// second; the work is dropped (so stopped at its next await) when the job is cancelled, when
+/// progress stops for `limits.stall`, or when it runs past `limits.timeout`.
+pub async fn watched<T>(
+    work: impl Future<Output = T>,
+    progress: impl Fn() -> u64,
+    limits: Limits,
+    cancel: &CancellationToken,
+) -> Result<T, Stopped> {
+    tokio::pin!(work);
+    let mut clock = Clock::new(progress());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            done = &mut work => return Ok(done),
+            () = cancel.cancelled() => return Err(Stopped::Cancelled),
+            _ = tick.tick() => {
+                if let Some(why) = clock.overdue(progress(), &limits) {
+                    tracing::warn!("stopping: {why}");
+                    return Err(why);
+                }
+            }
+        }
+    }
+}
+
+/// Probes `path` on the blocking pool under the watchdog: libav's reads are its progress, so a
+/// source whose reads hang (a network filesystem that stopped answering) fails as stalled. A
+/// probe stopped this way is told to stop and left to end on its own.
+pub async fn probe(
+    path: PathBuf,
+    source_limits: source::Limits,
+    limits: Limits,
+    cancel: &CancellationToken,
+) -> Result<Result<SourceInfo, MediaError>, Stopped> {
+    let watch = ReadWatch::default();
+    let (reads, stop) = (watch.reads.clone(), watch.stop.clone());
+    let work = blocking(move || source::probe_watched(&path, source_limits, &watch));
+    let outcome = watched(work, || reads.load(Ordering::Relaxed), limits, cancel).await;
+    if outcome.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    outcome
 }
 
 /// Runs `spec`; `counters` are its renditions' frame counters. A pass stopped by the watchdog
@@ -49,8 +157,7 @@ pub async fn run_pass(
             .map(|c| c.load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    let started = Instant::now();
-    let (mut last, mut last_change) = (progress(), Instant::now());
+    let mut clock = Clock::new(progress());
     let mut stopped: Option<(Instant, Option<String>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -75,18 +182,8 @@ pub async fn run_pass(
                     }
                     continue;
                 }
-                let now = progress();
-                if now != last {
-                    (last, last_change) = (now, Instant::now());
-                }
-                let reason = if last_change.elapsed() >= limits.stall {
-                    Some(format!("stalled: no progress for {} s", limits.stall.as_secs()))
-                } else if started.elapsed() >= limits.timeout {
-                    Some(format!("timed out after {} s", limits.timeout.as_secs()))
-                } else {
-                    None
-                };
-                if let Some(reason) = reason {
+                if let Some(why) = clock.overdue(progress(), &limits) {
+                    let reason = why.to_string();
                     tracing::warn!("stopping a decode pass: {reason}");
                     stop.store(true, Ordering::Relaxed);
                     stopped = Some((Instant::now(), Some(reason)));

@@ -2,6 +2,8 @@
 //! crafted upload (an HLS playlist, a concat list…) cannot make libav read other files or URLs.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ffmpeg_next::{self as ff, Dictionary, format};
 
@@ -12,8 +14,22 @@ use super::MediaError;
 const ALLOWED_DEMUXERS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,asf,\
     ogg,wav,w64,aiff,caf,mp3,aac,ac3,eac3,flac,amr,h264,hevc,m4v,mpegvideo,mxf,dv,gif,ivf,nut";
 
+/// What a watchdog sees of a file being read, and how it stops the reading: libav calls the
+/// interrupt callback before each read (and between packets while probing), which counts
+/// `reads` and, once `stop` is set, makes the read fail.
+#[derive(Clone, Debug, Default)]
+pub struct ReadWatch {
+    pub reads: Arc<AtomicU64>,
+    pub stop: Arc<AtomicBool>,
+}
+
 /// Opens `path` with the `file` protocol only and the demuxer allow-list.
 pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
+    open_watched(path, &ReadWatch::default())
+}
+
+/// [`open`], with its reads counted and stoppable through `watch`.
+pub fn open_watched(path: &Path, watch: &ReadWatch) -> Result<format::context::Input, MediaError> {
     let absolute = std::path::absolute(path)?;
     let mut options = Dictionary::new();
     options.set("protocol_whitelist", "file");
@@ -25,7 +41,12 @@ pub fn open(path: &Path) -> Result<format::context::Input, MediaError> {
     options.set("use_absolute_path", "0");
     // The `file:` prefix stops a name like `http:x` or `concat:a|b` from choosing a protocol.
     let url = format!("file:{}", absolute.display());
-    format::input_with_dictionary(&url, options).map_err(|e| match e {
+    let ReadWatch { reads, stop } = watch.clone();
+    let interrupt = move || {
+        reads.fetch_add(1, Ordering::Relaxed);
+        stop.load(Ordering::Relaxed)
+    };
+    format::input_with_interrupt_and_dictionary(&url, interrupt, options).map_err(|e| match e {
         // libav answers EINVAL for a demuxer outside the allow-list.
         ff::Error::Other { errno } if errno == ff::ffi::EINVAL => {
             MediaError::RefusedFormat(guess_format(&absolute).unwrap_or_else(|| "unknown".into()))

@@ -77,6 +77,15 @@ pub struct Limits {
 
 /// Probes `path`: refuses empty, unreadable, media-less, truncated and over-limit sources.
 pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
+    probe_watched(path, limits, &super::input::ReadWatch::default())
+}
+
+/// [`probe`], with libav's reads counted and stoppable through `watch` (for the job watchdog).
+pub fn probe_watched(
+    path: &Path,
+    limits: Limits,
+    watch: &super::input::ReadWatch,
+) -> Result<SourceInfo, MediaError> {
     let size_bytes = std::fs::metadata(path)?.len();
     if size_bytes == 0 {
         return Err(MediaError::Empty);
@@ -93,7 +102,7 @@ pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
             "it ends {missing} bytes short of what its MP4 boxes declare; was the upload cut short?"
         )));
     }
-    let mut input = super::input::open(path)?;
+    let mut input = super::input::open_watched(path, watch)?;
     let mut video = main_video(&input).map(|s| video_info(&s)).transpose()?;
     let audio = input
         .streams()

@@ -72,3 +72,38 @@ async fn readyz_reports_the_libav_versions_it_runs_with() {
         "{logged}"
     );
 }
+
+/// `/readyz` answers from a check made at most every 10 s: after the first call, a burst of
+/// unauthenticated calls does not write the CDN bucket again (the readiness object keeps its
+/// generation), so callers cannot make the service write at will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_calls_do_not_each_write_to_the_bucket() {
+    let gcs = Emulator::start(&["sec-cdn"]).await;
+    let endpoint = gcs.endpoint();
+    let app = spawn_app(&[
+        "--output-store",
+        "gs://sec-cdn",
+        "--gcs-endpoint",
+        &endpoint,
+        "--min-disk-space",
+        "0",
+    ])
+    .await;
+    let first = app.api.get("/readyz").await;
+    assert_eq!(first.code, 200, "{:#}", first.body);
+    let generation = || async {
+        let written = gcs.metadata("sec-cdn", ".ready").await;
+        written.expect("the first check wrote the bucket")["generation"].clone()
+    };
+    let before = generation().await;
+    let burst = (0..20).map(|_| app.api.get("/readyz"));
+    for answer in futures_util::future::join_all(burst).await {
+        assert_eq!(answer.code, 200, "{:#}", answer.body);
+    }
+    assert_eq!(
+        generation().await,
+        before,
+        "a /readyz call wrote the bucket"
+    );
+    app.stop().await;
+}
