@@ -98,18 +98,14 @@ impl MediaPlaylist {
     }
 }
 
-/// How far a segment may run past a whole second without raising the target duration: the
-/// AAC frame (21 ms at 48 kHz) or the 23.976 / 29.97 fps frames by which segments end past their
-/// boundary. Below half a second, so the target still bounds every EXTINF rounded to nearest.
-const OVERHANG: f64 = 0.05;
-
-/// The target duration for segments of these lengths: the longest rounded up (overhangs below
-/// `OVERHANG` dropped), at least 1. RFC 8216 §4.3.3.1 wants every EXTINF, rounded to the
-/// nearest integer, at most the target; FFmpeg's muxer rounds halves to even (2.5 s → 2) and
-/// writes 0 for sub-second media.
+/// The target duration for segments of these lengths: the longest rounded up, at least 1.
+/// RFC 8216 §4.3.3.1 wants every EXTINF, rounded to the nearest integer, at most the target;
+/// FFmpeg's muxer rounds halves to even (2.5 s → 2) and writes 0 for sub-second media. A segment
+/// that ends a frame past its boundary (29.97 fps: 4.004 s; AAC frames: 4.011 s) makes the
+/// target 5, as the ceiling rule says.
 pub fn target_duration(segments: impl IntoIterator<Item = f64>) -> u64 {
     let longest = segments.into_iter().fold(0.0, f64::max);
-    ((longest - OVERHANG).ceil() as u64).max(1)
+    (longest.ceil() as u64).max(1)
 }
 
 /// A media playlist's text with its EXT-X-TARGETDURATION set by `target_duration` from the
@@ -219,15 +215,18 @@ mod tests {
     }
 
     #[test]
-    fn target_duration_bounds_every_segment_rounded() {
+    fn target_duration_is_the_longest_segment_rounded_up() {
         assert_eq!(target_duration([0.5]), 1, "never 0");
         assert_eq!(target_duration([]), 1);
         assert_eq!(target_duration([2.5]), 3, "halves round up");
         assert_eq!(target_duration([4.0, 4.0, 2.5]), 4);
         assert_eq!(target_duration([4.0, 5.5]), 6, "the longest decides");
-        // An AAC frame or a 29.97 fps frame past the boundary is not a longer segment.
-        assert_eq!(target_duration([4.010667, 4.004, 1.2]), 4);
-        assert_eq!(target_duration([4.06]), 5);
+        assert_eq!(
+            target_duration([4.0, 4.004, 1.2]),
+            5,
+            "a frame past 4 s is longer"
+        );
+        assert_eq!(target_duration([4.010667]), 5);
     }
 
     #[test]

@@ -302,7 +302,8 @@ pub fn check_target_durations(root: &Path) -> Vec<(String, u64)> {
 
 /// Asserts RFC 8216 §4.3.3.1 of the media playlist `text` (called `name` in messages):
 /// EXT-X-TARGETDURATION present once, at least 1, and no EXTINF rounded to the nearest integer
-/// (halves up) above it. Returns the target duration.
+/// (halves up) above it, and the target the longest EXTINF rounded up, as we write it. Returns
+/// the target duration.
 pub fn check_target_duration(name: &str, text: &str) -> u64 {
     let targets: Vec<u64> = text
         .lines()
@@ -322,6 +323,7 @@ pub fn check_target_duration(name: &str, text: &str) -> u64 {
         target >= 1,
         "{name}: TARGETDURATION {target} below 1:\n{text}"
     );
+    let mut longest: f64 = 0.0;
     for line in text.lines() {
         let Some(v) = line.trim().strip_prefix("#EXTINF:") else {
             continue;
@@ -331,6 +333,12 @@ pub fn check_target_duration(name: &str, text: &str) -> u64 {
             seconds.round() as u64 <= target,
             "{name}: EXTINF {seconds} rounds above TARGETDURATION {target}:\n{text}"
         );
+        longest = longest.max(seconds);
     }
+    assert_eq!(
+        target,
+        (longest.ceil() as u64).max(1),
+        "{name}: TARGETDURATION is not the longest EXTINF ({longest}) rounded up:\n{text}"
+    );
     target
 }

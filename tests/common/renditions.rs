@@ -36,7 +36,8 @@ pub fn check_media_playlist(pl: &MediaPlaylist, seg_type: SegmentType) {
     );
     assert!(pl.endlist, "{at}: no EXT-X-ENDLIST");
     assert!(
-        pl.target_duration >= 1 && pl.target_duration <= SEGMENT_SECONDS as u64,
+        // A segment ends on the first frame at or past its boundary: at most one over.
+        pl.target_duration >= 1 && pl.target_duration <= SEGMENT_SECONDS as u64 + 1,
         "{at}: TARGETDURATION {}",
         pl.target_duration
     );
