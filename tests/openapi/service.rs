@@ -167,7 +167,7 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
 
 /// Asserts the document lists `code` for `method path` with a media type covering
 /// `content_type`, and (for JSON) that `body` fits its schema.
-fn check_answer(
+pub fn check_answer(
     doc: &Value,
     path: &str,
     method: &str,
