@@ -23,7 +23,8 @@ pub fn local_cdn(store: &dyn Store) -> Option<Router<AppState>> {
         .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE]);
     Some(
         Router::new()
-            .fallback_service(ServeDir::new(root))
+            // A folder is not a file: 404, as a bucket CDN answers, not a redirect to `…/`.
+            .fallback_service(ServeDir::new(root).append_index_html_on_directories(false))
             .layer(axum::middleware::from_fn(player_headers))
             .layer(cors),
     )

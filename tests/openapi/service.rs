@@ -126,6 +126,19 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
     let file = api.get(&format!("/videos/{id}/status.json")).await;
     assert_eq!(file.code, 200);
     check("/videos/{path}", "get", &file);
+    // A folder is not a file: 404 as documented (a bucket has no such object), not a redirect.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let folder = no_redirects
+            .request(method.clone(), api.url(&format!("/videos/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(folder.status().as_u16(), 404, "{method} /videos/{id}");
+    }
     let master = api
         .http
         .get(api.url(&format!("/videos/{id}/manifest/master.m3u8")))
