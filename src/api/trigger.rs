@@ -195,6 +195,11 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
     if let Some(kind) = headers.get("ce-type") {
         let kind = String::from_utf8_lossy(kind.as_bytes());
         if kind != FINALIZED_EVENT {
+            // Ignored only once the body is known good, as the document promises.
+            if let Parsed::Job(trigger) = &parsed {
+                validate_video_id(&trigger.video_id).map_err(ApiError::BadRequest)?;
+                validate_key(&trigger.input_path)?;
+            }
             return Ok(Parsed::Ignored(format!("CloudEvent type `{kind}`")));
         }
     }

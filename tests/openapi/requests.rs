@@ -91,6 +91,18 @@ async fn transcode_accepts_exactly_the_bodies_the_document_allows() {
             true,
         ),
         (
+            "a CloudEvent of another type whose object name is not acceptable",
+            other,
+            json!({"bucket": "in", "name": "incoming//b.mp4"}),
+            false,
+        ),
+        (
+            "a direct trigger whose videoId is not acceptable, with a CloudEvent header of another type",
+            other,
+            json!({"videoId": "a.b", "inputPath": "incoming/a.mp4"}),
+            false,
+        ),
+        (
             "a CloudEvent body whose generation is an object",
             finalized,
             json!({"bucket": "in", "name": "incoming/c.mp4", "generation": {}}),
