@@ -139,6 +139,17 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
             .await
             .unwrap();
         assert_eq!(folder.status().as_u16(), 404, "{method} /videos/{id}");
+        // Names longer than a file system allows name no file either (ENAMETOOLONG is no 500).
+        let long_name = format!("{id}/{}", "%C3%A9".repeat(200));
+        let deep = vec!["a".repeat(200); 30].join("/");
+        for path in [long_name, deep] {
+            let answer = no_redirects
+                .request(method.clone(), api.url(&format!("/videos/{path}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), 404, "{method} /videos/{path}");
+        }
     }
     let master = api
         .http
