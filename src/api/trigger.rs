@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
 
 use super::{Accepted, ApiError, AppState, upload};
 use crate::jobs::{Admitted, JobRequest, Source, validate_video_id};
@@ -38,33 +38,82 @@ pub enum Parsed {
     Ignored(String),
 }
 
+/// What a client sends; a member it does not have is refused (a misspelt `outputbucket` would
+/// otherwise pass unnoticed).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DirectTrigger {
+    #[serde(default, deserialize_with = "present")]
     video_id: Option<String>,
     input_bucket: Option<String>,
     input_path: String,
     output_bucket: Option<String>,
 }
 
-/// The parts of a GCS object resource we use.
+/// The parts of a GCS object resource we use (the others are not read).
 #[derive(Deserialize)]
 struct ObjectResource {
     bucket: String,
     name: String,
-    generation: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "generation")]
+    generation: Option<String>,
 }
 
+/// A Pub/Sub push request; members that are not read are still type-checked, as the API
+/// document describes them.
 #[derive(Deserialize)]
 struct PushEnvelope {
     message: PushMessage,
+    #[serde(rename = "subscription", default, deserialize_with = "present")]
+    _subscription: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct PushMessage {
+    #[serde(default, deserialize_with = "present")]
     data: Option<String>,
     #[serde(default)]
     attributes: std::collections::HashMap<String, String>,
+    #[serde(rename = "messageId", default, deserialize_with = "present")]
+    _message_id: Option<String>,
+    #[serde(rename = "publishTime", default, deserialize_with = "date_time")]
+    _publish_time: Option<String>,
+}
+
+/// An optional member that, when present, holds a `T` (null is refused, not taken as absent).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// An RFC 3339 date-time string (the document's `format: date-time`).
+fn date_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    chrono::DateTime::parse_from_rfc3339(&text).map_err(|e| {
+        serde::de::Error::custom(format!("`{text}` is not an RFC 3339 date-time: {e}"))
+    })?;
+    Ok(Some(text))
+}
+
+/// An object generation: a non-negative integer, or its decimal digits as Cloud Storage sends
+/// it; kept as digits (`7` and `"7"` name the same generation).
+fn generation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = Value::deserialize(d)?;
+    let digits = match &value {
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(s.clone())
+        }
+        Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(n), _) => Some(n.to_string()),
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 => Some(format!("{f:.0}")),
+            _ => None,
+        },
+        _ => None,
+    };
+    digits.map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "generation {value} is not a non-negative integer or its digits"
+        ))
+    })
 }
 
 /// `POST /transcode`: 202 with a new job, 200 with the job that already exists.
@@ -140,29 +189,43 @@ fn check_bucket(field: &str, named: Option<&str>, served: Option<&str>) -> Resul
     }
 }
 
-/// Recognises the three shapes.
+/// Recognises the three bodies by their members (`message`: Pub/Sub push, `inputPath`: direct
+/// trigger, else a GCS object resource) and checks each strictly. A `ce-type` header does not
+/// change how the body is read: an Eventarc event of another type is ignored once its body has
+/// been checked.
 pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
-    if let Some(kind) = headers.get("ce-type") {
-        let kind = kind.to_str().unwrap_or_default();
-        if kind != FINALIZED_EVENT {
-            return Ok(Parsed::Ignored(format!("CloudEvent type `{kind}`")));
-        }
-        let object: ObjectResource = serde_json::from_slice(body).map_err(|e| {
-            ApiError::BadRequest(format!("the CloudEvent body is not a GCS object: {e}"))
-        })?;
-        return Ok(Parsed::Job(from_object(object)));
-    }
-    let value: serde_json::Value = serde_json::from_slice(body)
+    let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    if value.get("message").is_some() {
+    let parsed = if value.get("message").is_some() {
         let envelope: PushEnvelope = serde_json::from_value(value)
             .map_err(|e| ApiError::BadRequest(format!("not a Pub/Sub push envelope: {e}")))?;
-        return from_push(envelope.message);
+        from_push(envelope.message)?
+    } else if value.get("inputPath").is_some() {
+        Parsed::Job(from_direct(value)?)
+    } else {
+        let object: ObjectResource = serde_json::from_value(value).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "expected a direct trigger {{inputPath, …}}, a Pub/Sub push {{message, …}} \
+                 or a GCS object {{bucket, name, …}}: {e}"
+            ))
+        })?;
+        Parsed::Job(from_object(object))
+    };
+    if let Some(kind) = headers.get("ce-type") {
+        let kind = String::from_utf8_lossy(kind.as_bytes());
+        if kind != FINALIZED_EVENT {
+            // Ignored only once the body is known good, as the document promises.
+            if let Parsed::Job(trigger) = &parsed {
+                validate_video_id(&trigger.video_id).map_err(ApiError::BadRequest)?;
+                validate_key(&trigger.input_path)?;
+            }
+            return Ok(Parsed::Ignored(format!("CloudEvent type `{kind}`")));
+        }
     }
-    Ok(Parsed::Job(from_direct(value)?))
+    Ok(parsed)
 }
 
-fn from_direct(value: serde_json::Value) -> Result<Trigger, ApiError> {
+fn from_direct(value: Value) -> Result<Trigger, ApiError> {
     let direct: DirectTrigger = serde_json::from_value(value).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{videoId, inputBucket, inputPath, outputBucket}}: {e}"
@@ -181,54 +244,73 @@ fn from_direct(value: serde_json::Value) -> Result<Trigger, ApiError> {
     })
 }
 
+/// A push names its object in `data` (a direct trigger or a GCS object, checked like a body),
+/// else in its attributes. A message that names none is acknowledged and ignored: redelivering
+/// it would change nothing.
 fn from_push(message: PushMessage) -> Result<Parsed, ApiError> {
+    let data = message.data.as_deref().unwrap_or_default();
+    if !is_base64(data) {
+        return Err(ApiError::BadRequest(
+            "message.data is not base64 (standard alphabet, padded)".into(),
+        ));
+    }
     if let Some(kind) = message.attributes.get("eventType")
         && kind != "OBJECT_FINALIZE"
     {
         return Ok(Parsed::Ignored(format!("storage notification `{kind}`")));
     }
-    let data = match message.data.as_deref() {
-        Some(data) if !data.is_empty() => data,
-        _ => {
-            // A notification without payload: the object is named by attributes.
-            let (Some(bucket), Some(name)) = (
-                message.attributes.get("bucketId"),
-                message.attributes.get("objectId"),
-            ) else {
-                return Err(ApiError::BadRequest(
-                    "the Pub/Sub message has neither data nor bucketId/objectId".into(),
-                ));
-            };
-            return Ok(Parsed::Job(from_object(ObjectResource {
-                bucket: bucket.clone(),
-                name: name.clone(),
-                generation: message.attributes.get("objectGeneration").map(|g| json!(g)),
-            })));
-        }
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
+    let content = base64::engine::general_purpose::STANDARD
         .decode(data)
-        .map_err(|e| ApiError::BadRequest(format!("message.data is not base64: {e}")))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("message.data is not JSON: {e}")))?;
-    if value.get("inputPath").is_some() {
-        return Ok(Parsed::Job(from_direct(value)?));
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+    match content {
+        Some(value) if value.get("inputPath").is_some() => {
+            return Ok(Parsed::Job(from_direct(value)?));
+        }
+        Some(value) if value.get("bucket").is_some() && value.get("name").is_some() => {
+            let object: ObjectResource = serde_json::from_value(value).map_err(|e| {
+                ApiError::BadRequest(format!("message.data is not a GCS object: {e}"))
+            })?;
+            return Ok(Parsed::Job(from_object(object)));
+        }
+        _ => {}
     }
-    let object: ObjectResource = serde_json::from_value(value).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "message.data is neither a trigger nor a GCS object: {e}"
-        ))
-    })?;
-    Ok(Parsed::Job(from_object(object)))
+    // A notification without a usable payload: the object is named by attributes.
+    let (Some(bucket), Some(name)) = (
+        message.attributes.get("bucketId"),
+        message.attributes.get("objectId"),
+    ) else {
+        return Ok(Parsed::Ignored(
+            "the Pub/Sub message names no object (no trigger or GCS object in data, \
+             no bucketId/objectId attributes)"
+                .into(),
+        ));
+    };
+    Ok(Parsed::Job(from_object(ObjectResource {
+        bucket: bucket.clone(),
+        name: name.clone(),
+        generation: message.attributes.get("objectGeneration").cloned(),
+    })))
+}
+
+/// Whether `data` is standard, padded base64 (the document's pattern for `message.data`);
+/// empty counts, as no data.
+fn is_base64(data: &str) -> bool {
+    let body = data.trim_end_matches('=');
+    data.len().is_multiple_of(4)
+        && data.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 fn from_object(object: ObjectResource) -> Trigger {
-    let generation = object.generation.map(|g| match g {
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
-    });
     Trigger {
-        video_id: derived_id(Some(&object.bucket), &object.name, generation.as_deref()),
+        video_id: derived_id(
+            Some(&object.bucket),
+            &object.name,
+            object.generation.as_deref(),
+        ),
         input_bucket: Some(object.bucket),
         input_path: object.name,
         output_bucket: None,
@@ -312,10 +394,13 @@ mod tests {
             "ce-type",
             "google.cloud.storage.object.v1.deleted".parse().unwrap(),
         );
+        let object = json!({"bucket": "in", "name": "x.mp4"}).to_string();
         assert!(matches!(
-            parse(&headers, b"{}").unwrap(),
+            parse(&headers, object.as_bytes()).unwrap(),
             Parsed::Ignored(_)
         ));
+        // The body is checked before the event is ignored.
+        assert!(parse(&headers, b"{}").is_err());
         let deleted = json!({"message": {"attributes": {"eventType": "OBJECT_DELETE", "bucketId": "in", "objectId": "x"}}});
         assert!(matches!(
             parse(&HeaderMap::new(), deleted.to_string().as_bytes()).unwrap(),

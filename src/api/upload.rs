@@ -1,6 +1,6 @@
-//! `POST /upload`: a multipart upload (`file`, optional `metadata`) streamed into the input
-//! store, then queued as a job. The body never sits in memory: chunks go to the store as they
-//! arrive, and a size past `MAX_VIDEO_SIZE` stops the upload with nothing kept.
+//! `POST /upload`: a multipart upload (`file`, optional `metadata`, no other part) streamed into
+//! the input store, then queued as a job. The body never sits in memory: chunks go to the store
+//! as they arrive, and a size past `MAX_VIDEO_SIZE` stops the upload with nothing kept.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -96,8 +96,21 @@ async fn receive(
                 Some("file") => {
                     return Err(ApiError::BadRequest("more than one `file` part".into()));
                 }
-                Some("metadata") => metadata = Some(read_metadata(field).await?),
-                _ => {} // unknown parts are skipped
+                Some("metadata") if metadata.is_none() => {
+                    metadata = Some(read_metadata(field).await?);
+                }
+                Some("metadata") => {
+                    return Err(ApiError::BadRequest("more than one `metadata` part".into()));
+                }
+                Some(other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown part `{}`: only `file` and `metadata` are read",
+                        other.escape_default()
+                    )));
+                }
+                None => {
+                    return Err(ApiError::BadRequest("a part without a name".into()));
+                }
             }
         }
         Ok(())
@@ -212,6 +225,11 @@ async fn read_metadata(mut field: Field<'_>) -> Result<serde_json::Value, ApiErr
                 "`metadata` is larger than {MAX_METADATA_BYTES} bytes"
             )));
         }
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "`metadata` is empty: send a JSON object, or leave the part out".into(),
+        ));
     }
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(value @ serde_json::Value::Object(_)) => Ok(value),

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod requests; // request bodies the document allows, and the service accepts
 mod schema; // `$ref`s and the small JSON Schema validator
 mod service; // the running binary against the document
 

@@ -90,8 +90,9 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
         .await;
     assert_eq!(deleted.code, 200);
     check("/transcode", "post", &deleted);
-    let huge = api
-        .http
+    // On a client of its own: the server answers without reading the body and drops the
+    // connection, which a pooled client would otherwise hand to the next request.
+    let huge = reqwest::Client::new()
         .post(api.url("/transcode"))
         .body(vec![b' '; 3 << 20])
         .send()
@@ -126,6 +127,30 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
     let file = api.get(&format!("/videos/{id}/status.json")).await;
     assert_eq!(file.code, 200);
     check("/videos/{path}", "get", &file);
+    // A folder is not a file: 404 as documented (a bucket has no such object), not a redirect.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let folder = no_redirects
+            .request(method.clone(), api.url(&format!("/videos/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(folder.status().as_u16(), 404, "{method} /videos/{id}");
+        // Names longer than a file system allows name no file either (ENAMETOOLONG is no 500).
+        let long_name = format!("{id}/{}", "%C3%A9".repeat(200));
+        let deep = vec!["a".repeat(200); 30].join("/");
+        for path in [long_name, deep] {
+            let answer = no_redirects
+                .request(method.clone(), api.url(&format!("/videos/{path}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status().as_u16(), 404, "{method} /videos/{path}");
+        }
+    }
     let master = api
         .http
         .get(api.url(&format!("/videos/{id}/manifest/master.m3u8")))
@@ -167,7 +192,7 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
 
 /// Asserts the document lists `code` for `method path` with a media type covering
 /// `content_type`, and (for JSON) that `body` fits its schema.
-fn check_answer(
+pub fn check_answer(
     doc: &Value,
     path: &str,
     method: &str,
