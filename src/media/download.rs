@@ -31,12 +31,24 @@ struct Track {
 }
 
 impl Track {
-    fn advance(&mut self) {
-        self.next = self
-            .input
-            .packets()
-            .find(|(s, _)| s.index() == self.stream)
-            .map(|(_, p)| p);
+    /// Reads the next packet of the copied stream; a read error other than the end stops the
+    /// remux (the packet iterator would skip it, and may retry it forever).
+    fn advance(&mut self) -> Result<(), MediaError> {
+        loop {
+            let mut packet = Packet::empty();
+            match packet.read(&mut self.input) {
+                Ok(()) if packet.stream() == self.stream => {
+                    self.next = Some(packet);
+                    return Ok(());
+                }
+                Ok(()) => {}
+                Err(ff::Error::Eof) => {
+                    self.next = None;
+                    return Ok(());
+                }
+                Err(e) => return Err(MediaError::Decode(format!("reading the segments: {e}"))),
+            }
+        }
     }
 
     /// Decode time of the pending packet in seconds, for interleaving the tracks.
@@ -94,7 +106,9 @@ pub fn remux(inputs: &[&Path], out: &Path) -> Result<(), MediaError> {
         return Err(MediaError::Encode("the MP4 muxer refused movflags".into()));
     }
     let out_bases: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
-    tracks.iter_mut().for_each(Track::advance);
+    for track in &mut tracks {
+        track.advance()?;
+    }
     // The segments keep the HLS muxer's start offset; the MP4 starts at the first video frame
     // (the first track's first packet), the audio priming before it left to an edit list.
     let start = tracks.first().and_then(|t| {
@@ -113,7 +127,7 @@ pub fn remux(inputs: &[&Path], out: &Path) -> Result<(), MediaError> {
         packet
             .write_interleaved(&mut octx)
             .map_err(fail("writing a packet"))?;
-        tracks[i].advance();
+        tracks[i].advance()?;
     }
     // With faststart, the trailer moves the index in front of the media.
     octx.write_trailer().map_err(fail("finishing the MP4"))?;
