@@ -70,6 +70,30 @@ pub struct TranscodeSettings {
     /// probing) after which a pass, a download or a probe fails as stalled.
     #[arg(long, env = "STALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
+
+    /// The MP4 download (`videos/<id>/download.mp4`, remuxed from the published segments): the
+    /// tallest finished rendition at or below this height (`720p` or `720`; the lowest one if
+    /// none is), with the audio; `none` makes no download.
+    #[arg(long, env = "DOWNLOAD_RENDITION", default_value = "720p", value_parser = parse_download)]
+    pub download_rendition: DownloadRendition,
+}
+
+/// See [`TranscodeSettings::download_rendition`]: the tallest short side the download may have,
+/// or `None` for no download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownloadRendition(pub Option<u32>);
+
+fn parse_download(spec: &str) -> Result<DownloadRendition, String> {
+    let spec = spec.trim();
+    if spec.eq_ignore_ascii_case("none") {
+        return Ok(DownloadRendition(None));
+    }
+    match spec.strip_suffix('p').unwrap_or(spec).parse::<u32>() {
+        Ok(height) if height > 0 => Ok(DownloadRendition(Some(height))),
+        _ => Err(format!(
+            "`{spec}` is not a rendition height like `720p`, or `none`"
+        )),
+    }
 }
 
 /// Settings of the HTTP service (`serve`), on top of the transcode settings.
@@ -186,6 +210,7 @@ impl Default for TranscodeSettings {
             scratch_dir: std::env::temp_dir(),
             rendition_timeout: 600,
             stall_timeout: 60,
+            download_rendition: DownloadRendition(Some(720)),
         }
     }
 }
@@ -232,6 +257,15 @@ fn parse_ladder(spec: &str) -> Result<Ladder, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_rendition_is_a_height_or_none() {
+        assert_eq!(parse_download("720p"), Ok(DownloadRendition(Some(720))));
+        assert_eq!(parse_download("480"), Ok(DownloadRendition(Some(480))));
+        assert_eq!(parse_download("none"), Ok(DownloadRendition(None)));
+        assert!(parse_download("0p").is_err());
+        assert!(parse_download("hd").is_err());
+    }
 
     #[test]
     fn ladder_spec_parses_and_rejects_garbage() {

@@ -199,6 +199,8 @@ impl Job<'_> {
                 reason.unwrap_or_else(|| "no rendition was produced".into()),
             ));
         }
+        // Before the final state, so a status that says ready already lists the download.
+        self.publish_download().await;
         let all = status
             .renditions
             .iter()

@@ -90,6 +90,7 @@ impl Job<'_> {
         self.tracker.update(|s| {
             s.playable = true;
             s.master_playlist = earlier.master_playlist.clone();
+            s.download = earlier.download.clone();
             s.encoding = earlier.encoding.clone();
             s.source = earlier.source.clone();
             s.warnings = earlier.warnings.clone();

@@ -115,6 +115,17 @@ pub struct Timestamps {
     pub updated: Option<DateTime<Utc>>,
 }
 
+/// `videos/<id>/download.mp4`: one rendition and the audio in a faststart MP4.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Download {
+    /// Path inside the output store, like `masterPlaylist`.
+    pub path: String,
+    /// The video rendition it holds (`720p`).
+    pub rendition: String,
+    pub bytes: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
@@ -143,6 +154,9 @@ pub struct JobStatus {
     pub renditions: Vec<RenditionStatus>,
     /// Master playlist path inside the output store, once written.
     pub master_playlist: Option<String>,
+    /// The MP4 download, once published (with the final state); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<Download>,
     pub timestamps: Timestamps,
 }
 
@@ -169,6 +183,7 @@ impl JobStatus {
             source: None,
             renditions: Vec::new(),
             master_playlist: None,
+            download: None,
             timestamps: Timestamps {
                 queued: Utc::now(),
                 started: None,

@@ -54,10 +54,12 @@ pub struct ObjectMeta {
 
 impl ObjectMeta {
     /// The Content-Type and Cache-Control a published file gets, from its name: segments never
-    /// change; playlists and status.json change while a job runs.
+    /// change; playlists and status.json change while a job runs, and the MP4 download is made
+    /// again by a later run (a resumed partial job may pick a taller rendition).
     pub fn for_key(key: &str) -> Self {
         let extension = key.rsplit_once('.').map_or("", |(_, e)| e);
         let (content_type, cache_control) = match extension {
+            _ if key.ends_with("/download.mp4") => ("video/mp4", "no-cache"),
             "m3u8" => ("application/vnd.apple.mpegurl", "no-cache"),
             "m4s" => ("video/iso.segment", IMMUTABLE),
             "mp4" => ("video/mp4", IMMUTABLE),
@@ -223,6 +225,11 @@ mod tests {
         let segment = ObjectMeta::for_key("videos/x/manifest/720p/seg_00001.m4s");
         assert!(segment.cache_control.contains("immutable"));
         assert_eq!(ObjectMeta::for_key("a/seg_1.ts").content_type, "video/mp2t");
+        let download = ObjectMeta::for_key("videos/x/download.mp4");
+        assert_eq!(
+            (download.content_type, download.cache_control),
+            ("video/mp4", "no-cache")
+        );
         assert_eq!(
             ObjectMeta::for_key("videos/x/status.json").cache_control,
             "no-store"

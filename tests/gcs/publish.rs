@@ -38,6 +38,7 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
         "manifest/360p/init.mp4",
         "manifest/360p/seg_00000.m4s",
         "manifest/audio/index.m3u8",
+        "download.mp4",
     ] {
         assert!(
             published.contains(&cdn_key(&id, rest)),
@@ -62,6 +63,7 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
             "immutable",
         ),
         ("status.json", "application/json", "no-store"),
+        ("download.mp4", "video/mp4", "no-cache"),
     ] {
         let meta = gcs.metadata(CDN, &cdn_key(&id, rest)).await.unwrap();
         // fake-gcs-server is wrong here: for a resumable upload it records the Content-Type of
@@ -94,6 +96,22 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
             && streams.iter().any(|s| s["codec_type"] == "audio"),
         "ffprobe read {streams:?}: {stderr}"
     );
+    // The MP4 download, remuxed from the segments in the bucket, as the bucket serves it.
+    assert_eq!(in_bucket["download"]["rendition"], "360p", "{in_bucket:#}");
+    let download = ws.path().join("download.mp4");
+    std::fs::write(
+        &download,
+        gcs.get(CDN, &cdn_key(&id, "download.mp4")).await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        in_bucket["download"]["bytes"].as_u64(),
+        Some(std::fs::metadata(&download).unwrap().len())
+    );
+    let probed = crate::common::probe(&download);
+    assert!(stream(&probed, "video").is_some() && stream(&probed, "audio").is_some());
+    let duration = num(&probed["format"]["duration"]).unwrap();
+    assert!((duration - 3.0).abs() < 0.05, "download lasts {duration} s");
     assert!(
         files_under(&app.scratch_dir()).is_empty(),
         "scratch is empty"

@@ -17,7 +17,8 @@ use chrono::Utc;
 use schema::{VIDEO_ID_PATTERN, assert_valid, deref, resolve, validate};
 use serde_json::{Value, json};
 use video_transcoder::jobs::status::{
-    JobState, JobStatus, Progress, RenditionKind, RenditionState, RenditionStatus, Timestamps,
+    Download, JobState, JobStatus, Progress, RenditionKind, RenditionState, RenditionStatus,
+    Timestamps,
 };
 use video_transcoder::media::ladder::Tier;
 use video_transcoder::media::source::{AudioInfo, SourceInfo, Transfer, VideoInfo};
@@ -251,6 +252,11 @@ fn job_status_schema_matches_the_rust_types() {
             },
         ],
         master_playlist: Some("videos/x/manifest/master.m3u8".into()),
+        download: Some(Download {
+            path: "videos/x/download.mp4".into(),
+            rendition: "720p".into(),
+            bytes: 1 << 20,
+        }),
         timestamps: Timestamps {
             queued: now,
             started: Some(now),

@@ -133,6 +133,13 @@ impl Browser {
             .await
     }
 
+    /// [`Browser::eval`] with `arguments` for the script.
+    pub async fn eval_with(&self, script: &str, args: &[Value]) -> Value {
+        let path = format!("/session/{}/execute/sync", self.session);
+        self.call("POST", &path, Some(json!({"script": script, "args": args})))
+            .await
+    }
+
     /// The browser console so far (ChromeDriver's legacy log endpoint), for failure messages.
     pub async fn console(&self) -> Value {
         let url = format!("{}/session/{}/se/log", self.url, self.session);

@@ -7,6 +7,7 @@
 mod common;
 
 mod browser; // ChromeDriver, Chromium and one WebDriver session
+mod download; // the MP4 download as a plain <video src>
 mod hls_js; // hls.js from the npm registry, served from loopback
 
 use std::sync::atomic::Ordering;

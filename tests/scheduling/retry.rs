@@ -93,6 +93,8 @@ async fn a_partial_video_triggered_again_redoes_only_what_failed() {
     app.put_input("incoming/clip.mp4", &clip);
     let (id, api) = ("retry-partial", &app.api);
     let first = partial_run(&app, id, "incoming/clip.mp4").await;
+    // Partial: the download holds the tallest rendition that finished.
+    assert_eq!(first["download"]["rendition"], "240p", "{first:#}");
     let dirs = ["240p", "audio"].map(|n| manifest(&app.cdn_dir(), id).join(n));
     let files = dirs.clone().map(|d| file_times(&d));
     app.release_encodes();
@@ -107,6 +109,7 @@ async fn a_partial_video_triggered_again_redoes_only_what_failed() {
     assert_eq!(status["playable"], true, "{status:#}");
     assert_eq!(status["renditions"], first["renditions"], "{status:#}");
     assert_eq!(status["encoding"], first["encoding"], "{status:#}");
+    assert_eq!(status["download"], first["download"], "{status:#}");
     assert!(
         status["error"]
             .as_str()
@@ -142,6 +145,19 @@ async fn a_partial_video_triggered_again_redoes_only_what_failed() {
     let mut variants = master_variants(api, id).await;
     variants.sort();
     assert_eq!(variants, ["240p", "720p"]);
+    // The resumed run remade the download from the 720p it encoded and the audio it kept.
+    assert_eq!(done["download"]["rendition"], "720p", "{done:#}");
+    let download = app.cdn_dir().join(format!("videos/{id}/download.mp4"));
+    let probed = probe(&download);
+    assert_eq!(
+        num(&stream(&probed, "video").unwrap()["height"]),
+        Some(720.0)
+    );
+    assert!(stream(&probed, "audio").is_some(), "{probed:#}");
+    assert_eq!(
+        done["download"]["bytes"].as_u64(),
+        Some(std::fs::metadata(&download).unwrap().len())
+    );
     app.stop().await;
 }
 
