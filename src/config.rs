@@ -70,6 +70,31 @@ pub struct TranscodeSettings {
     /// probing) after which a pass, a download or a probe fails as stalled.
     #[arg(long, env = "STALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
+
+    /// USD per vCPU-second for status.json's `cost.estimatedUsd` (default: Cloud Run,
+    /// instance-based billing, tier 1, as listed on 2026-11-29).
+    #[arg(long, env = "PRICE_VCPU_SECOND", default_value_t = DEFAULT_PRICE_VCPU_SECOND, value_parser = parse_price)]
+    pub price_vcpu_second: f64,
+
+    /// USD per GiB-second of memory for `cost.estimatedUsd` (default: Cloud Run, instance-based
+    /// billing, tier 1, as listed on 2026-11-29).
+    #[arg(long, env = "PRICE_GIB_SECOND", default_value_t = DEFAULT_PRICE_GIB_SECOND, value_parser = parse_price)]
+    pub price_gib_second: f64,
+}
+
+/// Cloud Run's instance-based tier-1 list price per vCPU-second (read 2026-11-29).
+pub const DEFAULT_PRICE_VCPU_SECOND: f64 = 0.000018;
+/// Cloud Run's instance-based tier-1 list price per GiB-second (read 2026-11-29).
+pub const DEFAULT_PRICE_GIB_SECOND: f64 = 0.000002;
+
+/// A price: a finite, non-negative number of USD.
+fn parse_price(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!(
+            "`{text}` is not a price (a non-negative number of USD)"
+        )),
+    }
 }
 
 /// Settings of the HTTP service (`serve`), on top of the transcode settings.
@@ -186,6 +211,8 @@ impl Default for TranscodeSettings {
             scratch_dir: std::env::temp_dir(),
             rendition_timeout: 600,
             stall_timeout: 60,
+            price_vcpu_second: DEFAULT_PRICE_VCPU_SECOND,
+            price_gib_second: DEFAULT_PRICE_GIB_SECOND,
         }
     }
 }

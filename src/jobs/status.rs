@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::cost::Cost;
 use crate::media::ladder::Tier;
 use crate::media::pass::DamagedPackets;
 use crate::media::source::SourceInfo;
@@ -144,6 +145,9 @@ pub struct JobStatus {
     /// Master playlist path inside the output store, once written.
     pub master_playlist: Option<String>,
     pub timestamps: Timestamps,
+    /// What this run of the job cost (see `jobs::cost`); absent until processing starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
 }
 
 impl JobStatus {
@@ -176,6 +180,7 @@ impl JobStatus {
                 finished: None,
                 updated: None,
             },
+            cost: None,
         }
     }
 
