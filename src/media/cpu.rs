@@ -34,9 +34,10 @@ pub struct PassCpu {
 impl PassCpu {
     pub fn new() -> Arc<Self> {
         let n = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
-        // Thread names hold 15 bytes; this keeps them unique for 10^11 passes.
+        // Thread names hold 15 bytes: 7 + 8 digits. Only passes running at the same time need
+        // different tags, so wrapping after 10^8 passes is harmless.
         Arc::new(Self {
-            tag: format!("vt-pass{}", n % 100_000_000_000),
+            tag: format!("vt-pass{}", n % 100_000_000),
             threads: Mutex::new(HashMap::new()),
         })
     }
