@@ -76,6 +76,16 @@ pub struct TranscodeSettings {
     /// none is), with the audio; `none` makes no download.
     #[arg(long, env = "DOWNLOAD_RENDITION", default_value = "720p", value_parser = parse_download)]
     pub download_rendition: DownloadRendition,
+
+    /// USD per vCPU-second for status.json's `cost.estimatedUsd` (default: Cloud Run,
+    /// instance-based billing, tier 1, as listed on 2026-11-29).
+    #[arg(long, env = "PRICE_VCPU_SECOND", default_value_t = DEFAULT_PRICE_VCPU_SECOND, value_parser = parse_price)]
+    pub price_vcpu_second: f64,
+
+    /// USD per GiB-second of memory for `cost.estimatedUsd` (default: Cloud Run, instance-based
+    /// billing, tier 1, as listed on 2026-11-29).
+    #[arg(long, env = "PRICE_GIB_SECOND", default_value_t = DEFAULT_PRICE_GIB_SECOND, value_parser = parse_price)]
+    pub price_gib_second: f64,
 }
 
 /// See [`TranscodeSettings::download_rendition`]: the tallest short side the download may have,
@@ -92,6 +102,21 @@ fn parse_download(spec: &str) -> Result<DownloadRendition, String> {
         Ok(height) if height > 0 => Ok(DownloadRendition(Some(height))),
         _ => Err(format!(
             "`{spec}` is not a rendition height like `720p`, or `none`"
+        )),
+    }
+}
+
+/// Cloud Run's instance-based tier-1 list price per vCPU-second (read 2026-11-29).
+pub const DEFAULT_PRICE_VCPU_SECOND: f64 = 0.000018;
+/// Cloud Run's instance-based tier-1 list price per GiB-second (read 2026-11-29).
+pub const DEFAULT_PRICE_GIB_SECOND: f64 = 0.000002;
+
+/// A price: a finite, non-negative number of USD.
+fn parse_price(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!(
+            "`{text}` is not a price (a non-negative number of USD)"
         )),
     }
 }
@@ -211,6 +236,8 @@ impl Default for TranscodeSettings {
             rendition_timeout: 600,
             stall_timeout: 60,
             download_rendition: DownloadRendition(Some(720)),
+            price_vcpu_second: DEFAULT_PRICE_VCPU_SECOND,
+            price_gib_second: DEFAULT_PRICE_GIB_SECOND,
         }
     }
 }

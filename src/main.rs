@@ -20,7 +20,7 @@ enum Command {
     Serve(Box<ServeSettings>),
     /// Transcode one local file into an HLS ladder.
     Transcode(cli::TranscodeArgs),
-    /// Upload a clip many times to a running server and report latency, time to ready and peak memory.
+    /// Upload a clip many times to a running server and report latency, time to ready, peak memory and USD per content-minute.
     Loadtest(loadtest::LoadtestArgs),
 }
 

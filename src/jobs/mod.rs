@@ -2,6 +2,7 @@
 //! HLS as tiers finish, and keep status.json honest throughout.
 
 pub mod claim;
+pub mod cost;
 mod download;
 mod early;
 mod fetch;

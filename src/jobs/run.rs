@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
+use super::cost::{self, Prices};
 use super::early;
 use super::plan::Plan;
 use super::publish::{self, Finished};
@@ -74,6 +75,7 @@ pub async fn run(
                 s.error = Some(end.reason);
             }
             s.timestamps.finished = Some(Utc::now());
+            cost::record_wall(s, Prices::from_settings(&engine.settings));
         });
         stop_writer.cancel();
         let _ = writer.await;
@@ -139,6 +141,7 @@ impl Job<'_> {
         self.tracker.update(|s| {
             s.state = JobState::Processing;
             s.timestamps.started = Some(Utc::now());
+            s.cost = Some(Default::default());
         });
         // Progress and the `updated` time move every second, even while waiting for the pool:
         // a status that stops changing means its instance is gone.
@@ -335,7 +338,16 @@ impl Job<'_> {
             *worst = worst.max(outcome.damaged);
             *worst
         };
-        self.tracker.update(|s| s.report_damage(damaged));
+        let memory = pass_memory(info, plan, members);
+        self.tracker.update(|s| {
+            s.report_damage(damaged);
+            cost::record_pass(
+                s,
+                outcome.cpu_seconds,
+                memory,
+                Prices::from_settings(settings),
+            );
+        });
         pass_over.cancel();
         if let Ok(early) = early.await {
             self.published.lock().expect("lock").extend(early.keys);

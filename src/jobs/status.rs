@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::cost::Cost;
 use crate::media::ladder::Tier;
 use crate::media::pass::DamagedPackets;
 use crate::media::source::SourceInfo;
@@ -158,6 +159,9 @@ pub struct JobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download: Option<Download>,
     pub timestamps: Timestamps,
+    /// What this run of the job cost (see `jobs::cost`); absent until processing starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
 }
 
 impl JobStatus {
@@ -191,6 +195,7 @@ impl JobStatus {
                 finished: None,
                 updated: None,
             },
+            cost: None,
         }
     }
 

@@ -147,6 +147,7 @@ pub async fn run_pass(
         video: (0..videos).map(|_| Err(e.clone())).collect(),
         audio: has_audio.then(|| Err(e.clone())),
         damaged: DamagedPackets::default(),
+        cpu_seconds: 0.0,
     };
     let task = background_pass(spec);
     tokio::pin!(task);
@@ -207,6 +208,7 @@ fn relabel(outcome: PassOutcome, reason: &str) -> PassOutcome {
             .collect(),
         audio: outcome.audio.map(|r| r.map_err(relabel)),
         damaged: outcome.damaged,
+        cpu_seconds: outcome.cpu_seconds,
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 
 mod report;
 
-use report::{End, Outcome, print_text, summarise};
+use report::{End, JobCost, Outcome, print_text, summarise};
 
 /// How often each job's status, and the server's /metrics, are polled.
 const POLL: Duration = Duration::from_millis(500);
@@ -205,6 +205,9 @@ async fn poll(ctx: &Ctx, url: &str, started: Instant, out: &mut Outcome) {
                 let now = Some(started.elapsed().as_secs_f64());
                 let state = s["state"].as_str().unwrap_or_default();
                 let finished_ok = matches!(state, "ready" | "partial");
+                if finished_ok {
+                    out.cost = job_cost(&s);
+                }
                 if (s["playable"] == true || finished_ok) && out.first_playable_s.is_none() {
                     out.first_playable_s = now;
                 }
@@ -235,6 +238,15 @@ async fn poll(ctx: &Ctx, url: &str, started: Instant, out: &mut Outcome) {
         }
         sleep(POLL).await;
     }
+}
+
+/// A finished status's cost and source length; `None` if either is missing.
+fn job_cost(status: &Value) -> Option<JobCost> {
+    Some(JobCost {
+        usd: status["cost"]["estimatedUsd"].as_f64()?,
+        cpu_seconds: status["cost"]["cpuSeconds"].as_f64()?,
+        content_seconds: status["source"]["durationSeconds"].as_f64()?,
+    })
 }
 
 /// "HTTP <status>: <code>: <message>" from the server's JSON error, else the body's start.

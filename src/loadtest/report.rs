@@ -23,6 +23,16 @@ pub(super) struct Outcome {
     pub(super) upload_ms: Option<f64>,
     pub(super) first_playable_s: Option<f64>,
     pub(super) ready_s: Option<f64>,
+    /// The final status's `cost`, and the source's length it paid for, in seconds.
+    pub(super) cost: Option<JobCost>,
+}
+
+/// What one finished job cost, from its status.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct JobCost {
+    pub(super) usd: f64,
+    pub(super) cpu_seconds: f64,
+    pub(super) content_seconds: f64,
 }
 
 /// What `run` prints: counts, then latencies (`None` when no job got that far).
@@ -43,6 +53,22 @@ pub(super) struct Summary {
     wall_s: f64,
     /// `None` when /metrics never showed `process_resident_memory_bytes`.
     peak_rss_mib: Option<f64>,
+    /// Sum of the jobs' `cost.estimatedUsd` per minute of their sources; `None` when no job
+    /// reported a cost.
+    usd_per_content_minute: Option<f64>,
+    /// Sum of the jobs' `cost.cpuSeconds` per minute of their sources.
+    cpu_seconds_per_content_minute: Option<f64>,
+}
+
+/// (USD, CPU seconds) per minute of source over the jobs that reported a cost.
+fn per_content_minute(outcomes: &[Outcome]) -> Option<(f64, f64)> {
+    let costs: Vec<JobCost> = outcomes.iter().filter_map(|o| o.cost).collect();
+    let minutes = costs.iter().map(|c| c.content_seconds).sum::<f64>() / 60.0;
+    (minutes > 0.0).then(|| {
+        let usd: f64 = costs.iter().map(|c| c.usd).sum();
+        let cpu: f64 = costs.iter().map(|c| c.cpu_seconds).sum();
+        (usd / minutes, cpu / minutes)
+    })
 }
 
 #[derive(Serialize)]
@@ -96,6 +122,8 @@ pub(super) fn summarise(total: u32, outcomes: &[Outcome], wall_s: f64, peak_rss:
         ready_s: Percentiles::of(outcomes, |o| o.ready_s),
         wall_s,
         peak_rss_mib: (peak_rss > 0).then(|| peak_rss as f64 / (1024.0 * 1024.0)),
+        usd_per_content_minute: per_content_minute(outcomes).map(|(usd, _)| usd),
+        cpu_seconds_per_content_minute: per_content_minute(outcomes).map(|(_, cpu)| cpu),
     }
 }
 
@@ -112,6 +140,12 @@ pub(super) fn print_text(s: &Summary) {
     println!("wall time:       {:.1} s", s.wall_s);
     let rss = s.peak_rss_mib.map(|m| format!("{m:.1} MiB"));
     println!("server peak RSS: {}", rss.as_deref().unwrap_or("unknown"));
+    match (s.usd_per_content_minute, s.cpu_seconds_per_content_minute) {
+        (Some(usd), Some(cpu)) => println!(
+            "cost:            ${usd:.5} per content-minute ({cpu:.1} CPU-s per content-minute)"
+        ),
+        _ => println!("cost:            unknown (no job reported one)"),
+    }
     for (reason, n) in &s.failure_reasons {
         println!("  {n}x {reason}");
     }
@@ -133,5 +167,27 @@ mod tests {
         assert_eq!(percentile(&v, 0.0), Some(15.0));
         assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn cost_is_summed_per_minute_of_source() {
+        let job = |usd, cpu_seconds, content_seconds| Outcome {
+            cost: Some(JobCost {
+                usd,
+                cpu_seconds,
+                content_seconds,
+            }),
+            ..Outcome::default()
+        };
+        // 30 s and 90 s of source: 2 minutes for $0.004 and 160 CPU-s; a failed job adds none.
+        let outcomes = [
+            job(0.001, 40.0, 30.0),
+            job(0.003, 120.0, 90.0),
+            Outcome::default(),
+        ];
+        let (usd, cpu) = per_content_minute(&outcomes).unwrap();
+        assert!((usd - 0.002).abs() < 1e-12, "{usd}");
+        assert!((cpu - 80.0).abs() < 1e-9, "{cpu}");
+        assert!(per_content_minute(&[Outcome::default()]).is_none());
     }
 }

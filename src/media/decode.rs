@@ -30,6 +30,13 @@ pub(super) struct VideoDecode {
     info: VideoInfo,
 }
 
+/// Reads the pass's CPU clocks before the decoder joins its frame threads (see `cpu`).
+impl Drop for VideoDecode {
+    fn drop(&mut self) {
+        super::cpu::checkpoint();
+    }
+}
+
 impl VideoDecode {
     pub(super) fn new(
         stream: &ff::format::stream::Stream,

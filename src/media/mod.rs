@@ -3,6 +3,7 @@
 //! Synchronous code on ffmpeg-next; it knows nothing of HTTP, buckets or job state. Callers run it
 //! in `spawn_blocking` and watch the progress counters it bumps.
 
+pub mod cpu;
 pub mod download;
 pub mod filters;
 pub mod input;

@@ -9,6 +9,7 @@ use ffmpeg_next::{self as ff, Packet, Rational, frame};
 
 use super::MediaError;
 use super::audio::AudioEncoder;
+use super::cpu::PassCpu;
 use super::decode::VideoDecode;
 use super::input;
 use super::ladder::VideoRendition;
@@ -53,6 +54,8 @@ pub struct PassOutcome {
     pub audio: Option<Result<(), MediaError>>,
     /// Packets of the source the decoders could not decode (skipped, as players do).
     pub damaged: DamagedPackets,
+    /// CPU seconds the pass's threads used, libav's and libx264's own included (see `cpu`).
+    pub cpu_seconds: f64,
 }
 
 /// Packets a pass's decoders refused, per stream: a damaged source the output shows as
@@ -84,6 +87,7 @@ impl PassOutcome {
             video: spec.video.iter().map(|_| Err(error())).collect(),
             audio: spec.audio.as_ref().map(|_| Err(error())),
             damaged: DamagedPackets::default(),
+            cpu_seconds: 0.0,
         }
     }
 }
@@ -91,10 +95,21 @@ impl PassOutcome {
 /// Runs the pass to the end (or to cancellation). Never panics on bad input: every failure is
 /// reported per target.
 pub fn run(spec: PassSpec) -> PassOutcome {
-    run_inner(&spec).unwrap_or_else(|e| PassOutcome::all_failed(&spec, || e.clone()))
+    let meter = PassCpu::new();
+    let enlisted = meter.enlist();
+    let mut outcome =
+        run_inner(&spec, &meter).unwrap_or_else(|e| PassOutcome::all_failed(&spec, || e.clone()));
+    drop(enlisted);
+    outcome.cpu_seconds = meter.seconds();
+    tracing::debug!(
+        cpu_seconds = outcome.cpu_seconds,
+        threads = meter.threads(),
+        "decode pass CPU time"
+    );
+    outcome
 }
 
-fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
+fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, MediaError> {
     let mut input = input::open(&spec.source)?;
     let offset_us = input::start_micros(&input);
     let to_stream = |tb: Rational| ff::Rescale::rescale(&offset_us, ff::rescale::TIME_BASE, tb);
@@ -171,6 +186,7 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
             let (rendition, dir) = (target.rendition.clone(), target.dir.clone());
             let (settings, span, frames) = (settings.clone(), span.clone(), target.frames.clone());
             handles.push(scope.spawn(move || {
+                let _cpu = meter.enlist();
                 let _entered = span.enter();
                 let mut encoder = RenditionEncoder::new(rendition, dir, settings);
                 for picture in rx {
@@ -232,6 +248,7 @@ fn run_inner(spec: &PassSpec) -> Result<PassOutcome, MediaError> {
                 .unwrap_or_else(|| Err(MediaError::Decode("the audio stream is missing".into())))
         }),
         damaged,
+        cpu_seconds: 0.0,
     })
 }
 

@@ -31,6 +31,8 @@ const BUFSIZE_FACTOR: f64 = 2.0;
 
 /// Everything opened lazily on the first frame, when the real input format is known.
 struct Open {
+    /// First, so it drops first: reads the pass's CPU clocks before libx264 joins its threads.
+    _cpu: super::cpu::CheckpointOnDrop,
     scaler: Option<software::scaling::Context>,
     encoder: ff::encoder::Video,
     output: HlsOutput,
@@ -86,6 +88,8 @@ impl RenditionEncoder {
             .open
             .take()
             .ok_or_else(|| MediaError::Decode("no video frame was decoded".into()))?;
+        // libx264's lookahead thread ends as soon as the flush starts: read it first.
+        super::cpu::checkpoint();
         open.encoder.send_eof().map_err(encode_error)?;
         drain(&mut open, self.settings.fps)?;
         open.output.finish()?;
@@ -145,6 +149,7 @@ impl RenditionEncoder {
         self.codecs = avc_codecs(extradata);
         let output = HlsOutput::create(&self.dir, &self.settings.segmenting, &encoder, time_base)?;
         Ok(Open {
+            _cpu: super::cpu::CheckpointOnDrop,
             scaler,
             encoder,
             output,

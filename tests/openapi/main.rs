@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use schema::{VIDEO_ID_PATTERN, assert_valid, deref, resolve, validate};
 use serde_json::{Value, json};
+use video_transcoder::jobs::cost::Cost;
 use video_transcoder::jobs::status::{
     Download, JobState, JobStatus, Progress, RenditionKind, RenditionState, RenditionStatus,
     Timestamps,
@@ -264,6 +265,12 @@ fn job_status_schema_matches_the_rust_types() {
             finished: Some(now),
             updated: Some(now),
         },
+        cost: Some(Cost {
+            cpu_seconds: 41.25,
+            wall_seconds: 27.1,
+            peak_memory_mib: 612.0,
+            estimated_usd: 0.000776,
+        }),
     };
     let schema = json!({"$ref": "#/components/schemas/JobStatus"});
     let mut audio_only = full.clone();
