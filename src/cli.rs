@@ -60,7 +60,6 @@ pub async fn transcode(args: TranscodeArgs) -> ExitCode {
         output,
         metadata: None,
         probe: None,
-        prepared: None,
     };
     let memory = match SystemMemory::new() {
         Ok(memory) => Arc::new(memory),

@@ -62,12 +62,12 @@ pub struct TranscodeSettings {
     pub scratch_dir: PathBuf,
 
     /// Seconds a decode pass (so each rendition in it) may encode beyond the source's own
-    /// duration before it fails as timed out; also the most a source's download or probe takes.
+    /// duration before it fails as timed out; also the most opening or probing a source takes.
     #[arg(long, env = "RENDITION_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub rendition_timeout: u64,
 
-    /// Seconds without progress (a frame encoded, bytes downloaded, a source read while
-    /// probing) after which a pass, a download or a probe fails as stalled.
+    /// Seconds without progress (a frame encoded, a source read or bytes fetched from its
+    /// bucket while probing) after which a pass, opening a source or a probe fails as stalled.
     #[arg(long, env = "STALL_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
 

@@ -18,6 +18,7 @@ use video_transcoder::config::TranscodeSettings;
 use video_transcoder::jobs::scheduler::FixedMemory;
 use video_transcoder::jobs::watchdog::{Limits, run_pass};
 use video_transcoder::jobs::{self, Engine, JobRequest, JobState, JobStatus, Source};
+use video_transcoder::media::input::Origin;
 use video_transcoder::media::ladder::{Ladder, select};
 use video_transcoder::media::mux::{SegmentType, Segmenting};
 use video_transcoder::media::pass::{PassSpec, VideoTarget};
@@ -75,7 +76,7 @@ async fn a_source_that_stops_delivering_fails_as_stalled() {
     let rendition = select(&Ladder::default(), 320, 240).remove(0);
     let frames = Arc::new(AtomicU64::new(0));
     let spec = PassSpec {
-        source: fifo,
+        source: Origin::File(fifo),
         info,
         video: vec![VideoTarget {
             rendition,
@@ -211,7 +212,6 @@ async fn a_probe_that_cannot_read_fails_the_job_as_stalled() {
         output: Arc::new(LocalStore::new(ws.subdir("cdn")).unwrap()),
         metadata: None,
         probe: None,
-        prepared: None,
     };
     let (updates, _watcher) = watch::channel(JobStatus::queued("probe-stall"));
     let unanswered = Unanswered::hold(&clip);

@@ -162,7 +162,6 @@ pub async fn transcode(
         output: state.output().clone(),
         metadata: None,
         probe,
-        prepared: None,
     };
     let (code, status) = match state.jobs.submit(request).await? {
         Admitted::New(status) => (StatusCode::ACCEPTED, status),

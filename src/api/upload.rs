@@ -7,17 +7,17 @@ use axum::body::Bytes;
 use axum::extract::{Multipart, State, multipart::Field};
 use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::{Accepted, ApiError, AppState};
-use crate::jobs::request::Prepared;
-use crate::jobs::{Admitted, JobRequest, Source, scratch, watchdog};
+use crate::jobs::{Admitted, JobRequest, Source, watchdog};
+use crate::media::input::Origin;
 use crate::media::source::SourceInfo;
+use crate::storage::StoreObject;
 
 /// Largest `metadata` part.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
@@ -78,7 +78,6 @@ async fn receive(
 
     let video_id = uuid::Uuid::new_v4().to_string();
     let mut stored: Option<(String, u64)> = None;
-    let mut kept: Option<LocalCopy> = None;
     let mut metadata = None;
     let result = async {
         while let Some(field) = multipart.next_field().await.map_err(bad_multipart)? {
@@ -86,11 +85,7 @@ async fn receive(
                 Some("file") if stored.is_none() => {
                     let name = safe_file_name(field.file_name())?;
                     let key = format!("pending/{video_id}_{name}");
-                    // A bucket's upload is also kept in scratch for the job (no download).
-                    if state.input.local_path(&key).is_none() {
-                        kept = LocalCopy::start(state, &video_id).await;
-                    }
-                    let size = stream_to_store(state, &key, field, max, kept.as_mut()).await?;
+                    let size = stream_to_store(state, &key, field, max).await?;
                     stored = Some((key, size));
                 }
                 Some("file") => {
@@ -131,18 +126,8 @@ async fn receive(
     metrics::counter!("transcoder_upload_bytes_total").increment(size);
     tracing::info!(%video_id, size, key = %key, "upload stored");
 
-    let prepared = match kept {
-        Some(copy) => copy.finish(size).await,
-        None => None,
-    };
-    let local = match &prepared {
-        Some(dir) => dir.path().map(|d| d.join(LocalCopy::NAME)),
-        None => state.input.local_path(&key),
-    };
-    let probe = match local {
-        Some(path) => probe_file(state, path).await,
-        None => None,
-    };
+    // Probed where it lies (a bucket's object by ranged reads, never copied into scratch).
+    let probe = probe_stored(state, &key).await;
     let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {
         video_id,
@@ -153,7 +138,6 @@ async fn receive(
         output: state.output().clone(),
         metadata,
         probe,
-        prepared,
     };
     let status = match state.jobs.submit(request).await {
         Ok(Admitted::New(status) | Admitted::Existing(status)) => status,
@@ -181,7 +165,6 @@ async fn stream_to_store(
     key: &str,
     mut field: Field<'_>,
     max: u64,
-    mut copy: Option<&mut LocalCopy>,
 ) -> Result<u64, ApiError> {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -192,9 +175,6 @@ async fn stream_to_store(
         loop {
             match field.chunk().await {
                 Ok(Some(chunk)) => {
-                    if let Some(copy) = copy.as_deref_mut() {
-                        copy.write(&chunk).await;
-                    }
                     if tx.send(Ok(chunk)).await.is_err() {
                         return None; // the store stopped (too large, or failed): it says why
                     }
@@ -267,64 +247,32 @@ fn safe_file_name(name: Option<&str>) -> Result<String, ApiError> {
 /// estimate and the job uses it as is. `None` if it cannot be probed here; the job then probes
 /// it itself and reports any problem.
 pub async fn probe_local(state: &AppState, key: &str) -> Option<SourceInfo> {
-    probe_file(state, state.input.local_path(key)?).await
-}
-
-async fn probe_file(state: &AppState, path: PathBuf) -> Option<SourceInfo> {
+    let path = state.input.local_path(key)?;
     if !path.is_file() {
         return None;
     }
+    probe_origin(state, Origin::File(path)).await
+}
+
+/// [`probe_local`] for a just-stored upload, wherever it lies: a bucket's object is probed in
+/// place by ranged reads.
+async fn probe_stored(state: &AppState, key: &str) -> Option<SourceInfo> {
+    if state.input.local_path(key).is_some() {
+        return probe_local(state, key).await;
+    }
+    let object = StoreObject::open(state.input.clone(), key).await.ok()?;
+    probe_origin(state, Origin::Object(Arc::new(object))).await
+}
+
+async fn probe_origin(state: &AppState, origin: Origin) -> Option<SourceInfo> {
     let limits = state.settings.transcode.source_limits();
     // Under the jobs' stall and time limits: a source whose reads hang must not hold the request.
     let watch = state.jobs.engine().limits(0.0);
     let unstoppable = tokio_util::sync::CancellationToken::new();
-    watchdog::probe(path, limits, watch, &unstoppable)
+    watchdog::probe(origin, limits, watch, &unstoppable)
         .await
         .ok()?
         .ok()
-}
-
-/// A copy of an upload bound for a bucket, written to a job scratch folder as it streams by, so
-/// the job (and the estimate's probe) read it there instead of downloading it again. A copy that
-/// cannot be written (a full disk) is given up and the job downloads as usual.
-struct LocalCopy {
-    dir: tempfile::TempDir,
-    file: Option<tokio::fs::File>,
-    written: u64,
-}
-
-impl LocalCopy {
-    const NAME: &str = "source";
-
-    async fn start(state: &AppState, video_id: &str) -> Option<Self> {
-        let dir = scratch::create(&state.settings.transcode.scratch_dir, video_id).ok()?;
-        let file = tokio::fs::File::create(dir.path().join(Self::NAME))
-            .await
-            .ok()?;
-        Some(Self {
-            dir,
-            file: Some(file),
-            written: 0,
-        })
-    }
-
-    async fn write(&mut self, chunk: &[u8]) {
-        let Some(file) = &mut self.file else { return };
-        match file.write_all(chunk).await {
-            Ok(()) => self.written += chunk.len() as u64,
-            Err(e) => {
-                tracing::warn!("keeping a local copy of the upload: {e}; the job will download it");
-                self.file = None;
-            }
-        }
-    }
-
-    /// The folder holding the whole upload, or `None` if the copy is incomplete.
-    async fn finish(mut self, size: u64) -> Option<Prepared> {
-        let mut file = self.file.take()?;
-        file.flush().await.ok()?;
-        (self.written == size).then(|| Prepared::new(self.dir))
-    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,19 @@
-//! Getting a job's source as a local file: read in place from a local store, taken from the
-//! copy an upload kept, or downloaded once into scratch under the watchdog's limits.
+//! Finding a job's source: a local store's file read in place, or a bucket's object read in
+//! place by ranged reads, never copied into scratch (memory on Cloud Run).
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::request::Source;
 use super::run::{Job, JobEnd};
 use super::watchdog::{self, Stopped};
-use crate::storage::StoreError;
+use crate::media::input::Origin;
+use crate::storage::{StoreError, StoreObject};
 
 impl Job<'_> {
-    /// The source as a local file: read in place from a local store, the copy an upload kept,
-    /// or else downloaded once into scratch.
-    pub(super) async fn fetch_source(&self, scratch: &Path) -> Result<PathBuf, JobEnd> {
+    /// The source: read in place from a local store, or else opened for ranged reads from its bucket (its size checked against MAX_VIDEO_SIZE first).
+    pub(super) async fn fetch_source(&self) -> Result<Origin, JobEnd> {
         let (store, key) = match &self.request.source {
-            Source::File(path) => return Ok(path.clone()),
+            Source::File(path) => return Ok(Origin::File(path.clone())),
             Source::Object { store, key } => (store, key),
         };
         // A bucket is named (the operator needs it); a local folder's path is not shown.
@@ -24,39 +24,38 @@ impl Job<'_> {
         let missing = || JobEnd::failed(format!("the source `{key}` does not exist in {place}"));
         if let Some(path) = store.local_path(key) {
             return if path.is_file() {
-                Ok(path)
+                Ok(Origin::File(path))
             } else {
                 Err(missing())
             };
         }
-        let to = scratch.join("source");
-        if self.request.prepared.is_some() && to.is_file() {
-            return Ok(to);
-        }
-        let max_bytes = self.settings().max_video_size;
-        // Bytes in the scratch copy are the download's progress.
-        let progress = || std::fs::metadata(&to).map_or(0, |m| m.len());
-        let download = store.download(key, &to, max_bytes);
+        let open = StoreObject::open(store.clone(), key);
         let limits = self.engine.limits(0.0);
-        let downloaded = match watchdog::watched(download, progress, limits, self.cancel).await {
-            Ok(downloaded) => downloaded,
+        let opened = match watchdog::watched(open, || 0, limits, self.cancel).await {
+            Ok(opened) => opened,
             Err(Stopped::Cancelled) => return Err(JobEnd::interrupted()),
             Err(why) => {
                 return Err(JobEnd::failed(format!(
-                    "downloading `{key}` from {place} {why}; once the store answers, trigger \
-                     the video again"
+                    "reading `{key}` from {place} {why}; once the store answers, trigger the \
+                     video again"
                 )));
             }
         };
-        match downloaded {
-            Ok(_) => Ok(to),
+        let max_bytes = self.settings().max_video_size;
+        match opened {
+            Ok(object) if object.size() > max_bytes => Err(JobEnd::failed(format!(
+                "the source `{key}` in {place} is larger than MAX_VIDEO_SIZE ({max_bytes} bytes)"
+            ))),
+            Ok(object) => {
+                let object = Arc::new(object);
+                tracing::info!(
+                    size = object.size(),
+                    "reading the source in place by ranged reads"
+                );
+                Ok(Origin::Object(object))
+            }
             Err(StoreError::NotFound(_)) => Err(missing()),
-            Err(StoreError::TooLarge(limit)) => Err(JobEnd::failed(format!(
-                "the source `{key}` in {place} is larger than MAX_VIDEO_SIZE ({limit} bytes)"
-            ))),
-            Err(e) => Err(JobEnd::failed(format!(
-                "downloading `{key}` from {place}: {e}"
-            ))),
+            Err(e) => Err(JobEnd::failed(format!("reading `{key}` from {place}: {e}"))),
         }
     }
 }

@@ -45,31 +45,6 @@ pub struct JobRequest {
     /// The source as already probed (under the same limits) by whoever queued the job, so it
     /// is not read twice; `None`: the job probes it and reports any problem.
     pub probe: Option<SourceInfo>,
-    /// A scratch folder already holding the source as `source` (an upload kept while it was
-    /// streamed into a bucket): the job takes it as its own and downloads nothing.
-    pub prepared: Option<Prepared>,
-}
-
-/// A scratch folder handed to a job: removed with the job's own scratch, or when the request is
-/// dropped without running.
-#[derive(Clone, Debug)]
-pub struct Prepared(Arc<std::sync::Mutex<Option<tempfile::TempDir>>>);
-
-impl Prepared {
-    pub fn new(dir: tempfile::TempDir) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Some(dir))))
-    }
-
-    /// The folder, for the one job that runs.
-    pub fn take(&self) -> Option<tempfile::TempDir> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// Where the folder is, while nobody has taken it.
-    pub fn path(&self) -> Option<PathBuf> {
-        let dir = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        dir.as_ref().map(|d| d.path().to_path_buf())
-    }
 }
 
 /// What every job on this instance runs with: the settings and the shared encode pool.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -18,7 +18,7 @@ use super::cost::{self, Prices};
 use super::early;
 use super::plan::Plan;
 use super::publish::{self, Finished};
-use super::request::{Engine, JobRequest, Source};
+use super::request::{Engine, JobRequest};
 use super::scheduler;
 use super::scratch;
 use super::status::{JobState, JobStatus, RenditionState};
@@ -26,6 +26,7 @@ use super::tracker::Tracker;
 use super::watchdog::{self, Stopped};
 use crate::config::{DecodePlan, TranscodeSettings};
 use crate::media;
+use crate::media::input::Origin;
 use crate::media::mux::Segmenting;
 use crate::media::pass::{AudioTarget, DamagedPackets, PassSpec, VideoTarget};
 use crate::media::source::SourceInfo;
@@ -64,6 +65,7 @@ pub async fn run(
             published: Mutex::new(Vec::new()),
             early_sizes: Mutex::new(HashMap::new()),
             damaged: Mutex::default(),
+            source: OnceLock::new(),
         };
         let result = job
             .execute(previous.as_ref())
@@ -121,6 +123,8 @@ pub(super) struct Job<'a> {
     pub(super) early_sizes: Mutex<HashMap<PathBuf, u64>>,
     /// Source packets the decoders refused, the most any pass met (each decodes the same source).
     pub(super) damaged: Mutex<DamagedPackets>,
+    /// The source as found (set once, before probing): every pass reads it in place.
+    pub(super) source: OnceLock<Origin>,
 }
 
 impl Job<'_> {
@@ -155,19 +159,16 @@ impl Job<'_> {
                 }
             }))
         };
-        let prepared = self.request.prepared.as_ref().and_then(|p| p.take());
-        let scratch = match prepared {
-            Some(dir) => dir,
-            None => scratch::create(&self.settings().scratch_dir, &self.request.video_id)
-                .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?,
-        };
-        let source = self.fetch_source(scratch.path()).await?;
+        let scratch = scratch::create(&self.settings().scratch_dir, &self.request.video_id)
+            .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?;
+        let found = self.fetch_source().await?;
+        let source = self.source.get_or_init(|| found);
         let info = match self.request.probe.clone() {
             Some(info) => info,
             None => {
                 let limits = self.settings().source_limits();
                 let watch = self.engine.limits(0.0);
-                match watchdog::probe(source, limits, watch, self.cancel).await {
+                match watchdog::probe(source.clone(), limits, watch, self.cancel).await {
                     Ok(probed) => probed
                         .map_err(|e| JobEnd::failed(format!("the source cannot be used: {e}")))?,
                     Err(Stopped::Cancelled) => return Err(JobEnd::interrupted()),
@@ -288,7 +289,7 @@ impl Job<'_> {
             pass_over.clone(),
         );
         let mut spec = PassSpec {
-            source: PathBuf::new(),
+            source: self.source.get().expect("found before any pass").clone(),
             info: info.clone(),
             video: Vec::new(),
             audio: None,
@@ -302,12 +303,6 @@ impl Job<'_> {
             audio_kbps: settings.audio_bitrate_kbps,
             encoder_threads: settings.encoder_threads as usize,
             cancel: Arc::new(AtomicBool::new(false)),
-        };
-        spec.source = match &self.request.source {
-            Source::File(path) => path.clone(),
-            Source::Object { store, key } => store
-                .local_path(key)
-                .unwrap_or_else(|| scratch.join("source")),
         };
         let (mut video_members, mut audio_member) = (Vec::new(), None);
         for &i in members {

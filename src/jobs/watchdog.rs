@@ -3,7 +3,6 @@
 //! at once; work that does not stop when asked is abandoned so its job still ends.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::media::MediaError;
-use crate::media::input::ReadWatch;
+use crate::media::input::{Origin, ReadWatch};
 use crate::media::pass::{self, DamagedPackets, PassOutcome, PassSpec};
 use crate::media::source::{self, SourceInfo};
 
@@ -113,19 +112,25 @@ pub async fn watched<T>(
     }
 }
 
-/// Probes `path` on the blocking pool under the watchdog: libav's reads are its progress, so a
-/// source whose reads hang (a network filesystem that stopped answering) fails as stalled. A
-/// probe stopped this way is told to stop and left to end on its own.
+/// Probes `origin` on the blocking pool under the watchdog: libav's reads, and the bytes
+/// fetched from a bucket, are its progress, so a source whose reads hang (a network filesystem
+/// or a bucket that stopped answering) fails as stalled. A probe stopped this way is told to
+/// stop and left to end on its own.
 pub async fn probe(
-    path: PathBuf,
+    origin: Origin,
     source_limits: source::Limits,
     limits: Limits,
     cancel: &CancellationToken,
 ) -> Result<Result<SourceInfo, MediaError>, Stopped> {
     let watch = ReadWatch::default();
     let (reads, stop) = (watch.reads.clone(), watch.stop.clone());
-    let work = blocking(move || source::probe_watched(&path, source_limits, &watch));
-    let outcome = watched(work, || reads.load(Ordering::Relaxed), limits, cancel).await;
+    let fetched = match &origin {
+        Origin::Object(object) => object.fetched(),
+        Origin::File(_) => Arc::default(),
+    };
+    let work = blocking(move || source::probe_watched(&origin, source_limits, &watch));
+    let progress = || reads.load(Ordering::Relaxed) + fetched.load(Ordering::Relaxed);
+    let outcome = watched(work, progress, limits, cancel).await;
     if outcome.is_err() {
         stop.store(true, Ordering::Relaxed);
     }

@@ -54,6 +54,9 @@ pub enum MediaError {
     Encode(String),
     #[error("file system: {0}")]
     Io(String),
+    /// The source's store failed to give its bytes (after the store's own retries).
+    #[error("reading the source from its store: {0}")]
+    SourceRead(String),
     /// Publishing to the output store failed (after the store's own retries).
     #[error("{0}")]
     Publish(String),

@@ -22,7 +22,8 @@ const QUEUE_FRAMES: usize = 4;
 
 /// What a pass produces and how fast.
 pub struct PassSpec {
-    pub source: PathBuf,
+    /// The source, read in place (a file, or a bucket's object by ranged reads).
+    pub source: input::Origin,
     pub info: SourceInfo,
     pub video: Vec<VideoTarget>,
     pub audio: Option<AudioTarget>,
@@ -110,7 +111,7 @@ pub fn run(spec: PassSpec) -> PassOutcome {
 }
 
 fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, MediaError> {
-    let mut input = input::open(&spec.source)?;
+    let mut input = input::open_origin(&spec.source, &input::ReadWatch::default())?;
     let offset_us = input::start_micros(&input);
     let to_stream = |tb: Rational| ff::Rescale::rescale(&offset_us, ff::rescale::TIME_BASE, tb);
 
@@ -274,6 +275,10 @@ fn demux(
         match packet.read(input) {
             Ok(()) => {}
             Err(ff::Error::Eof) => break,
+            // A store that failed is no damaged tail: the pass fails rather than end short.
+            Err(_) if spec.source.failure().is_some() => {
+                return Err(spec.source.failure().expect("checked"));
+            }
             Err(e) => {
                 tracing::warn!("reading the source stopped early: {e}");
                 break;

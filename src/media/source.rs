@@ -6,6 +6,7 @@ use ffmpeg_next::{self as ff, codec, format, media};
 use serde::{Deserialize, Serialize};
 
 use super::MediaError;
+use super::input::Origin;
 use super::length::{check_tail, duration_of, scan_ends, stream_seconds};
 
 /// Colour transfer of the video: decides whether tone-mapping to SDR is needed.
@@ -77,16 +78,31 @@ pub struct Limits {
 
 /// Probes `path`: refuses empty, unreadable, media-less, truncated and over-limit sources.
 pub fn probe(path: &Path, limits: Limits) -> Result<SourceInfo, MediaError> {
-    probe_watched(path, limits, &super::input::ReadWatch::default())
+    let origin = Origin::File(std::path::absolute(path)?);
+    probe_watched(&origin, limits, &super::input::ReadWatch::default())
 }
 
-/// [`probe`], with libav's reads counted and stoppable through `watch` (for the job watchdog).
+/// [`probe`] of a file or a store object, with libav's reads counted and stoppable through
+/// `watch` (for the job watchdog).
 pub fn probe_watched(
-    path: &Path,
+    origin: &Origin,
     limits: Limits,
     watch: &super::input::ReadWatch,
 ) -> Result<SourceInfo, MediaError> {
-    let size_bytes = std::fs::metadata(path)?.len();
+    // Whatever libav made of bytes a store failed to give, the store's failure is the reason.
+    let probed = probe_inner(origin, limits, watch);
+    match origin.failure() {
+        Some(failed) => Err(failed),
+        None => probed,
+    }
+}
+
+fn probe_inner(
+    origin: &Origin,
+    limits: Limits,
+    watch: &super::input::ReadWatch,
+) -> Result<SourceInfo, MediaError> {
+    let size_bytes = origin.size()?;
     if size_bytes == 0 {
         return Err(MediaError::Empty);
     }
@@ -96,13 +112,13 @@ pub fn probe_watched(
             limit: limits.max_bytes,
         });
     }
-    let layout = super::input::mp4_layout(path).unwrap_or_default();
+    let layout = super::input::mp4_layout(origin).unwrap_or_default();
     if let Some(missing) = layout.shortfall {
         return Err(MediaError::Truncated(format!(
             "it ends {missing} bytes short of what its MP4 boxes declare; was the upload cut short?"
         )));
     }
-    let mut input = super::input::open_watched(path, watch)?;
+    let mut input = super::input::open_origin(origin, watch)?;
     let mut video = main_video(&input).map(|s| video_info(&s)).transpose()?;
     let audio = input
         .streams()

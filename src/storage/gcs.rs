@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use google_cloud_auth::credentials::{self, Credentials};
 use google_cloud_gax::error::Error as GcsError;
 use google_cloud_storage::client::Storage;
+use google_cloud_storage::model_ext::ReadRange;
 use google_cloud_storage::streaming_source::{Payload, StreamingSource};
 use tokio::io::AsyncWriteExt;
 
 use super::{ByteStream, ObjectMeta, Store, StoreError, Version, validate_key};
+use limited::Limited;
 use retry::LoggedRetries;
 
+mod limited;
 mod retry;
 
 const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -106,6 +108,29 @@ impl GcsStore {
             Some(412) => StoreError::Changed(url),
             Some(401 | 403) => StoreError::Denied(format!("{url}: {e}")),
             _ => StoreError::Remote(format!("{url}: {e}")),
+        }
+    }
+
+    /// The JSON API's URL of `key`'s object (metadata, deletes).
+    fn json_api_url(&self, key: &str) -> Result<reqwest::Url, StoreError> {
+        let mut url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.endpoint)))?;
+        url.path_segments_mut()
+            .map_err(|()| StoreError::Remote(self.endpoint.clone()))?
+            .extend(["storage", "v1", "b", &self.bucket, "o", &self.object(key)?]);
+        Ok(url)
+    }
+
+    /// The credentials' headers for a direct JSON API call.
+    async fn auth_headers(&self, key: &str) -> Result<reqwest::header::HeaderMap, StoreError> {
+        match self
+            .credentials
+            .headers(axum::http::Extensions::new())
+            .await
+        {
+            Ok(credentials::CacheableResource::New { data, .. }) => Ok(data),
+            Ok(credentials::CacheableResource::NotModified) => Ok(Default::default()),
+            Err(e) => Err(StoreError::Denied(format!("{}: {e}", self.url(key)))),
         }
     }
 
@@ -270,21 +295,70 @@ impl Store for GcsStore {
         Ok(size)
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let mut url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.endpoint)))?;
-        url.path_segments_mut()
-            .map_err(|()| StoreError::Remote(self.endpoint.clone()))?
-            .extend(["storage", "v1", "b", &self.bucket, "o", &self.object(key)?]);
-        let headers = match self
-            .credentials
-            .headers(axum::http::Extensions::new())
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        // The object's metadata from the JSON API (a ranged read's headers need not carry the
+        // whole size: emulators leave it out).
+        let answer = self
+            .http
+            .get(self.json_api_url(key)?)
+            .headers(self.auth_headers(key).await?)
+            .send()
             .await
-        {
-            Ok(credentials::CacheableResource::New { data, .. }) => data,
-            Ok(credentials::CacheableResource::NotModified) => Default::default(),
-            Err(e) => return Err(StoreError::Denied(format!("{}: {e}", self.url(key)))),
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
+        match answer.status().as_u16() {
+            404 => return Ok(None),
+            401 | 403 => return Err(StoreError::Denied(self.url(key))),
+            200..300 => {}
+            code => {
+                return Err(StoreError::Remote(format!(
+                    "{}: HTTP {code}",
+                    self.url(key)
+                )));
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            size: String,
+        }
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
+        let metadata: Metadata = serde_json::from_slice(&body)
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
+        let size = metadata.size.parse().map_err(|_| {
+            StoreError::Remote(format!("{}: size `{}`", self.url(key), metadata.size))
+        })?;
+        Ok(Some(size))
+    }
+
+    async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let read = self
+            .client
+            .read_object(self.resource(), self.object(key)?)
+            .set_read_range(ReadRange::segment(offset, len))
+            .send()
+            .await;
+        let mut response = match read {
+            Ok(response) => response,
+            // Past the end: nothing to read.
+            Err(e) if e.http_status_code() == Some(416) => return Ok(Bytes::new()),
+            Err(e) => return Err(self.error(key, e)),
         };
+        let mut bytes = Vec::with_capacity(len.min(1 << 24) as usize);
+        while let Some(chunk) = response.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| self.error(key, e))?);
+        }
+        bytes.truncate(len as usize);
+        Ok(bytes.into())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let url = self.json_api_url(key)?;
+        let headers = self.auth_headers(key).await?;
         let answer = self
             .http
             .delete(url)
@@ -307,72 +381,5 @@ impl Store for GcsStore {
     }
 }
 
-/// An upload body that stops at `limit` bytes and says so. (The client wants a `Sync` source; the
-/// mutex provides that and is never locked, as `next` has `&mut self`.)
-struct Limited {
-    body: std::sync::Mutex<ByteStream>,
-    limit: u64,
-    seen: u64,
-    over: Arc<AtomicBool>,
-}
-
-impl StreamingSource for Limited {
-    type Error = std::io::Error;
-
-    async fn next(&mut self) -> Option<Result<Bytes, Self::Error>> {
-        let body = self.body.get_mut().unwrap_or_else(|e| e.into_inner());
-        let chunk = body.next().await?;
-        if let Ok(chunk) = &chunk {
-            self.seen += chunk.len() as u64;
-            if self.seen > self.limit {
-                self.over.store(true, Ordering::Relaxed);
-                return Some(Err(std::io::Error::other("over the size limit")));
-            }
-        }
-        Some(chunk)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn object_names_map_to_keys_under_the_prefix_only() {
-        let options = GcsOptions {
-            endpoint: Some("http://127.0.0.1:9".into()),
-            retry_budget: Duration::from_secs(1),
-        };
-        let store = GcsStore::new("gs://vt-in/uploads", &options).await.unwrap();
-        let key = store.key_of_object("uploads/pending/a.mp4");
-        assert_eq!(key.as_deref(), Some("pending/a.mp4"));
-        for outside in ["pending/a.mp4", "uploadsx/a.mp4", "uploads/", "uploads"] {
-            assert_eq!(store.key_of_object(outside), None, "{outside}");
-        }
-        let whole = GcsStore::new("gs://vt-in", &options).await.unwrap();
-        let key = whole.key_of_object("uploads/pending/a.mp4");
-        assert_eq!(key.as_deref(), Some("uploads/pending/a.mp4"));
-    }
-
-    #[test]
-    fn bucket_specs_parse_and_reject_garbage() {
-        assert_eq!(
-            parse_spec("gs://cdn").unwrap(),
-            ("cdn".into(), String::new())
-        );
-        assert_eq!(
-            parse_spec("gs://my-cdn/media/hls/").unwrap(),
-            ("my-cdn".into(), "media/hls/".into())
-        );
-        for bad in [
-            "gs://",
-            "gs://Upper",
-            "gs://a",
-            "gs://b/../x",
-            "s3://b",
-            "gs://b c",
-        ] {
-            assert!(parse_spec(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

@@ -194,6 +194,31 @@ impl Store for LocalStore {
         Ok(tokio::fs::copy(from, to).await?)
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match tokio::fs::metadata(self.path(key)?).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.path(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        file.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut bytes = Vec::new();
+        file.take(len).read_to_end(&mut bytes).await?;
+        Ok(bytes.into())
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match tokio::fs::remove_file(self.path(key)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

@@ -5,6 +5,7 @@
 
 mod gcs;
 mod local;
+mod reader;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use thiserror::Error;
 
 pub use gcs::{GcsOptions, GcsStore};
 pub use local::LocalStore;
+pub use reader::{ObjectReader, StoreObject};
 
 /// An object's version, for writes that must not overwrite someone else's (GCS's generation).
 /// `0` means "no object": a write only if absent.
@@ -123,6 +125,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Copies `key` to the local file `to` and returns its size; refuses, before writing, an
     /// object over `max_bytes` or one the disk holding `to` has no room for.
     async fn download(&self, key: &str, to: &Path, max_bytes: u64) -> Result<u64, StoreError>;
+
+    /// The size of `key` in bytes, or `None` if it does not exist.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+
+    /// At most `len` bytes of `key` from `offset` (fewer at its end, none past it): a ranged
+    /// read, so a source is read in place without a copy in scratch.
+    async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError>;
 
     /// Removes `key`; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;

@@ -270,33 +270,3 @@ async fn segments_are_in_the_bucket_while_their_rendition_encodes() {
     }
     app.stop().await;
 }
-
-/// An upload streamed into the input bucket is also kept in the job's scratch as it arrives: the
-/// answer has a time estimate (from probing that copy), and the job never reads the object back
-/// (here it is deleted from the bucket at once, and the job still ends ready).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_to_a_bucket_is_not_downloaded_again() {
-    let ws = Workspace::new("gcs_upload_kept");
-    let clip = ws.clip("clip.mp4", 640, 360, 3.0, true);
-    let gcs = emulator().await;
-    let app = spawn_gcs_app(&gcs, &[]).await;
-    app.hold_encodes();
-
-    let accepted = app.api.upload(&clip, None).await;
-    assert_eq!(accepted.code, 202, "{:?}", accepted.body);
-    let estimate = accepted.body["estimatedTime"].as_f64();
-    assert!(estimate.is_some_and(|s| s >= 1.0), "{:?}", accepted.body);
-    let id = accepted.body["videoId"].as_str().unwrap().to_string();
-    let source = gcs.list(INPUT, "pending/").await;
-    assert_eq!(source.len(), 1, "{source:?}");
-    gcs.delete(INPUT, &source[0]).await;
-    app.release_encodes();
-
-    let status = app.api.wait_final(&id).await;
-    assert_eq!(status["state"], "ready", "{status:#}");
-    assert!(
-        files_under(&app.scratch_dir()).is_empty(),
-        "scratch is empty"
-    );
-    app.stop().await;
-}
