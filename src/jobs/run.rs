@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
-use super::early;
+use super::early::{self, SharedBoard};
+use super::outcome::variant;
 use super::plan::Plan;
+use super::progressive::Board;
 use super::publish::{self, Finished};
 use super::request::{Engine, JobRequest, Source};
 use super::scheduler;
@@ -27,6 +29,7 @@ use crate::config::{DecodePlan, TranscodeSettings};
 use crate::media;
 use crate::media::mux::Segmenting;
 use crate::media::pass::{AudioTarget, DamagedPackets, PassSpec, VideoTarget};
+use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
 use crate::storage::Store;
 
@@ -55,7 +58,9 @@ pub async fn run(
             stop_writer.clone(),
         ));
         let tracker = Arc::new(Tracker::new(initial, updates));
+        let board = Board::new(&request.video_id, Some(tracker.clone()), 0, false);
         let job = Job {
+            board: Arc::new(tokio::sync::Mutex::new(board)),
             request: &request,
             engine,
             cancel: &cancel,
@@ -119,6 +124,8 @@ pub(super) struct Job<'a> {
     pub(super) early_sizes: Mutex<HashMap<PathBuf, u64>>,
     /// Source packets the decoders refused, the most any pass met (each decodes the same source).
     pub(super) damaged: Mutex<DamagedPackets>,
+    /// The master playlist: finished renditions and those growing in the running pass.
+    pub(super) board: SharedBoard,
 }
 
 impl Job<'_> {
@@ -189,10 +196,13 @@ impl Job<'_> {
             .update(|s| s.encoding = Some(plan.encoding.clone()));
         let mut finished = Finished::default();
         self.resume(previous, &mut plan, &mut finished).await;
+        {
+            let mut board = self.board.lock().await;
+            board.plan(plan.video_count(), plan.videos.iter().any(Option::is_none));
+            board.finished = finished;
+        }
 
-        let encoded = self
-            .encode_all(&info, &plan, &mut finished, scratch.path())
-            .await;
+        let encoded = self.encode_all(&info, &plan, scratch.path()).await;
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
         self.finish(&info).await
@@ -202,14 +212,10 @@ impl Job<'_> {
         &self,
         info: &SourceInfo,
         plan: &Plan,
-        finished: &mut Finished,
         scratch: &Path,
     ) -> Result<(), JobEnd> {
         let counters = self.tracker.set_renditions(plan.statuses.clone());
-        let videos = plan.video_count();
-        if !finished.videos.is_empty() || (videos == 0 && finished.audio.is_some()) {
-            self.publish_master(finished, videos, Vec::new()).await?;
-        }
+        self.publish_master(Vec::new()).await?;
         let scheduler = &self.engine.scheduler;
         let to_encode = plan.videos_to_encode();
         let merge = match self.settings().decode_plan {
@@ -243,7 +249,7 @@ impl Job<'_> {
                 }
             };
             let cancelled = self
-                .encode_pass(info, plan, &members, &counters, finished, scratch)
+                .encode_pass(info, plan, &members, &counters, scratch)
                 .await?;
             if cancelled {
                 return Err(JobEnd::interrupted());
@@ -261,7 +267,6 @@ impl Job<'_> {
         plan: &Plan,
         members: &[usize],
         counters: &[Arc<std::sync::atomic::AtomicU64>],
-        finished: &mut Finished,
         scratch: &Path,
     ) -> Result<bool, JobEnd> {
         let now = Utc::now();
@@ -278,12 +283,21 @@ impl Job<'_> {
         tracing::info!(renditions = ?names, "decode pass started");
         let settings = self.settings();
         let pass_over = CancellationToken::new();
-        let (sink, early) = early::start(
-            self.request.output.clone(),
-            &self.request.video_id,
-            scratch,
-            pass_over.clone(),
-        );
+        let target = early::Target {
+            store: self.request.output.clone(),
+            video_id: self.request.video_id.clone(),
+            scratch: scratch.to_path_buf(),
+            board: self.board.clone(),
+            renditions: members
+                .iter()
+                // Codecs come from the init segment, rates from what is published.
+                .map(|&i| {
+                    let entry = variant(plan, i, Some(""), Rates::default());
+                    (scratch.join(&plan.statuses[i].name), entry)
+                })
+                .collect(),
+        };
+        let (sink, early) = early::start(target, pass_over.clone());
         let mut spec = PassSpec {
             source: PathBuf::new(),
             info: info.clone(),
@@ -348,18 +362,10 @@ impl Job<'_> {
         let (mut cancelled, mut done) = (false, Vec::new());
         for (i, result) in results {
             cancelled |= self
-                .record(
-                    plan,
-                    i,
-                    result,
-                    seconds,
-                    scratch,
-                    (&mut *finished, &mut done),
-                )
+                .record(plan, i, result, seconds, scratch, &mut done)
                 .await;
         }
-        self.publish_master(finished, plan.video_count(), done)
-            .await?;
+        self.publish_master(done).await?;
         Ok(cancelled)
     }
 }
