@@ -39,18 +39,15 @@ impl Job<'_> {
         let status = &plan.statuses[i];
         let from = scratch.join(&status.name);
         let published = match result {
-            Ok(codecs) => match self.cover_final(plan, i, codecs.as_deref(), &from).await {
-                Ok(()) => {
-                    let prefix = self.key(&format!("manifest/{}", status.name));
-                    publish::rendition(self.store(), &from, &prefix, &self.early_sizes)
-                        .await
-                        .map(|(rates, keys)| {
-                            self.published.lock().expect("lock").extend(keys);
-                            (codecs, rates)
-                        })
-                }
-                Err(e) => Err(e),
-            },
+            Ok(codecs) => {
+                let prefix = self.key(&format!("manifest/{}", status.name));
+                publish::rendition(self.store(), &from, &prefix, &self.early_sizes)
+                    .await
+                    .map(|(rates, keys)| {
+                        self.published.lock().expect("lock").extend(keys);
+                        (codecs, rates)
+                    })
+            }
             Err(e) => Err(e),
         };
         let (codecs, rates) = match published {
@@ -78,28 +75,34 @@ impl Job<'_> {
         false
     }
 
-    /// Before rendition `i`'s final playlist names its last segments: if the master names the
-    /// rendition already, it is republished first when the final peak is above what it declares.
-    async fn cover_final(
+    /// Before the final playlists of a pass's encoded renditions (`finals`: index and codecs)
+    /// name their last segments: if the master names one of them below its final peak, it is
+    /// republished first, once for all of them.
+    pub(super) async fn cover_finals<'c>(
         &self,
         plan: &Plan,
-        i: usize,
-        codecs: Option<&str>,
-        from: &Path,
+        finals: impl Iterator<Item = (usize, Option<&'c str>)>,
+        scratch: &Path,
     ) -> Result<(), MediaError> {
-        let rates =
-            MediaPlaylist::read_with(from, &self.early_sizes.lock().expect("lock"))?.rates();
-        let final_variant = variant(plan, i, codecs, rates);
         let mut board = self.board.lock().await;
-        if board.covers(final_variant.uri(), rates.peak) {
-            return Ok(());
+        let mut short = false;
+        for (i, codecs) in finals {
+            let from = scratch.join(&plan.statuses[i].name);
+            let moved = self.early_sizes.lock().expect("lock").clone();
+            let rates = MediaPlaylist::read_with(&from, &moved)?.rates();
+            let final_variant = variant(plan, i, codecs, rates);
+            if !board.covers(final_variant.uri(), rates.peak) {
+                board.grow(final_variant, false);
+                short = true;
+            }
         }
-        board.grow(final_variant, false);
-        board
-            .write(self.store(), Turn::Settled)
-            .await
-            .map(|_| ())
-            .map_err(|e| MediaError::Publish(format!("republishing the master: {e}")))
+        if short {
+            board
+                .write(self.store(), Turn::Settled)
+                .await
+                .map_err(|e| MediaError::Publish(format!("republishing the master: {e}")))?;
+        }
+        Ok(())
     }
 
     pub(super) fn fail_rendition(&self, plan: &Plan, i: usize, reason: &str, scratch: &Path) {

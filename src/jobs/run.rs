@@ -359,6 +359,13 @@ impl Job<'_> {
             .into_iter()
             .zip(outcome.video.into_iter().map(|r| r.map(Some)))
             .chain(audio_member.zip(outcome.audio.map(|r| r.map(|()| None))));
+        let results: Vec<_> = results.collect();
+        let finals = results
+            .iter()
+            .filter_map(|(i, r)| Some((*i, r.as_ref().ok()?.as_deref())));
+        if let Err(e) = self.cover_finals(plan, finals, scratch).await {
+            tracing::warn!("{e}");
+        }
         let (mut cancelled, mut done) = (false, Vec::new());
         for (i, result) in results {
             cancelled |= self
