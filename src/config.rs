@@ -39,8 +39,9 @@ pub struct TranscodeSettings {
     #[arg(long, env = "MAX_PARALLEL_ENCODES", default_value_t = default_parallelism(), value_parser = clap::value_parser!(u32).range(1..=256))]
     pub max_parallel_encodes: u32,
 
-    /// How many times the source is decoded: once per tier (lowest first, so playback starts
-    /// early), once for all renditions (least CPU, playable only at the end), or `auto`:
+    /// How many times the source is decoded: once per tier (lowest first, so the low rungs
+    /// get the pool first), once for all renditions (least CPU; each rendition still enters
+    /// the master with its first segments), or `auto`:
     /// once for all when the pool can run every rendition at the same time.
     #[arg(long, env = "DECODE_PLAN", value_enum, default_value = "auto")]
     pub decode_plan: DecodePlan,

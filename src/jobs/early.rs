@@ -8,18 +8,26 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::progressive::{Board, Growing, Turn};
 use super::publish::{self, SAME_OBJECT_GAP};
-use crate::media::mux::{PLAYLIST, SegmentSink};
-use crate::media::playlist::with_target_duration;
+use crate::media::avc_codecs;
+use crate::media::mux::{INIT_SEGMENT, PLAYLIST, SegmentSink};
+use crate::media::playlist::{MediaPlaylist, with_target_duration};
 use crate::storage::Store;
+
+/// The job's master playlist, shared by the pass's publisher and the job.
+pub type SharedBoard = Arc<tokio::sync::Mutex<Board>>;
+
+/// How often a playlist or master held back by `SAME_OBJECT_GAP` is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Finished files waiting for upload, at most.
 const QUEUE: usize = 8;
@@ -34,25 +42,34 @@ pub struct Early {
     pub sizes: HashMap<PathBuf, u64>,
     /// Segments each folder's published playlist lists, and when it was published.
     listed: HashMap<PathBuf, (usize, Instant)>,
+    /// RFC 6381 codecs of each video folder, read from its init (or first TS) segment.
+    codecs: HashMap<PathBuf, String>,
+    /// Something was held back by `SAME_OBJECT_GAP` and is to be tried again.
+    held: bool,
+}
+
+/// What the publisher needs besides the files: where they go, and how each rendition folder
+/// enters the master (`renditions`: folder → the rendition with no rates yet).
+pub struct Target {
+    pub store: Arc<dyn Store>,
+    pub video_id: String,
+    pub scratch: PathBuf,
+    pub board: SharedBoard,
+    pub renditions: HashMap<PathBuf, Growing>,
 }
 
 /// Starts publishing the files handed to the returned sink: `<scratch>/<name>/<file>` becomes
 /// `videos/<id>/manifest/<name>/<file>`. The task ends once `pass_over` fires and what was
 /// already queued is uploaded. A file whose upload fails stays in scratch, for the rendition's
 /// own publish to try again (and fail the rendition if it cannot).
-pub fn start(
-    store: Arc<dyn Store>,
-    video_id: &str,
-    scratch: &Path,
-    pass_over: CancellationToken,
-) -> (SegmentSink, JoinHandle<Early>) {
+pub fn start(target: Target, pass_over: CancellationToken) -> (SegmentSink, JoinHandle<Early>) {
     let (sender, mut queue) = mpsc::channel::<PathBuf>(QUEUE);
     // Called on the encoder threads, never in async context, so blocking is right.
     let sink: SegmentSink = Arc::new(move |path: &Path| {
         let _ = sender.blocking_send(path.to_path_buf());
     });
-    let (video_id, scratch) = (video_id.to_string(), scratch.to_path_buf());
     let task = async move {
+        let (store, video_id, scratch) = (&target.store, &target.video_id, &target.scratch);
         let mut early = Early::default();
         let mut uploads = JoinSet::new();
         let mut closing = false;
@@ -60,14 +77,13 @@ pub fn start(
             tokio::select! {
                 next = queue.recv(), if uploads.len() < UPLOADS => match next {
                     Some(path) => {
-                        let Some(key) = key_for(&video_id, &scratch, &path) else { continue };
+                        let Some(key) = key_for(video_id, scratch, &path) else { continue };
                         uploads.spawn(upload(store.clone(), key, path).in_current_span());
                     }
                     None => break,
                 },
-                Some(done) = uploads.join_next() => {
-                    early.settle(done, store.as_ref(), &video_id, &scratch).await;
-                }
+                Some(done) = uploads.join_next() => early.settle(done, &target).await,
+                () = tokio::time::sleep(RETRY), if early.held => early.retry(&target).await,
                 // A pass left running by the watchdog may still hold the sink: stop taking files.
                 () = pass_over.cancelled(), if !closing => {
                     closing = true;
@@ -76,9 +92,7 @@ pub fn start(
             }
         }
         while let Some(done) = uploads.join_next().await {
-            early
-                .settle(done, store.as_ref(), &video_id, &scratch)
-                .await;
+            early.settle(done, &target).await;
         }
         early
     };
@@ -89,54 +103,123 @@ impl Early {
     /// Records a finished upload and republishes its rendition's playlist over it.
     async fn settle(
         &mut self,
-        done: Result<Option<(String, PathBuf, u64)>, tokio::task::JoinError>,
-        store: &dyn Store,
-        video_id: &str,
-        scratch: &Path,
+        done: Result<Option<Uploaded>, tokio::task::JoinError>,
+        target: &Target,
     ) {
-        let Ok(Some((key, path, size))) = done else {
+        let Ok(Some(Uploaded {
+            key,
+            path,
+            size,
+            codecs,
+        })) = done
+        else {
             return;
         };
         self.keys.push(key);
         let folder = path.parent().map(Path::to_path_buf);
         self.sizes.insert(path, size);
         if let Some(folder) = folder {
-            self.publish_playlist(store, video_id, scratch, &folder)
-                .await;
+            if let Some(codecs) = codecs {
+                self.codecs.entry(folder.clone()).or_insert(codecs);
+            }
+            self.publish_playlist(target, &folder).await;
+        }
+    }
+
+    /// Publishes one finished file and what follows from it, as the task does (for tests).
+    #[cfg(test)]
+    pub(super) async fn hand_over(&mut self, target: &Target, path: &Path) {
+        let key = key_for(&target.video_id, &target.scratch, path).expect("in scratch");
+        let done = upload(target.store.clone(), key, path.to_path_buf()).await;
+        self.settle(Ok(done), target).await;
+    }
+
+    /// Tries again what `SAME_OBJECT_GAP` held back: the master, then every playlist.
+    pub(super) async fn retry(&mut self, target: &Target) {
+        self.held = false;
+        let written = target
+            .board
+            .lock()
+            .await
+            .write(target.store.as_ref(), Turn::Early)
+            .await;
+        self.held |= matches!(written, Ok(false));
+        let folders: Vec<PathBuf> = target.renditions.keys().cloned().collect();
+        for folder in folders {
+            self.publish_playlist(target, &folder).await;
         }
     }
 
     /// Publishes `folder`'s playlist as far as its segments are published, if that lists more
-    /// segments than last time and the last time is `SAME_OBJECT_GAP` ago (a later segment
-    /// publishes what this skips). Failing is only logged: the final playlist comes anyway.
-    async fn publish_playlist(
-        &mut self,
-        store: &dyn Store,
-        video_id: &str,
-        scratch: &Path,
-        folder: &Path,
-    ) {
+    /// segments than last time and the last time is `SAME_OBJECT_GAP` ago (a later segment or
+    /// the retry publishes what this skips). A rendition the master names gets a master that
+    /// declares the new peak first; one it does not name yet enters it right after. Failing is
+    /// only logged: the final playlist comes anyway.
+    async fn publish_playlist(&mut self, target: &Target, folder: &Path) {
         let Some((text, count)) = published_part(folder, &self.sizes) else {
             return;
         };
         let last = self.listed.get(folder);
-        if last.is_some_and(|&(listed, at)| count <= listed || at.elapsed() < SAME_OBJECT_GAP) {
+        if last.is_some_and(|&(listed, _)| count <= listed) {
             return;
         }
-        let Some(key) = key_for(video_id, scratch, &folder.join(PLAYLIST)) else {
+        if last.is_some_and(|&(_, at)| at.elapsed() < SAME_OBJECT_GAP) {
+            self.held = true;
+            return;
+        }
+        let Some(key) = key_for(&target.video_id, &target.scratch, &folder.join(PLAYLIST)) else {
             return;
         };
-        let first = last.is_none();
-        let at = Instant::now();
-        match store.put(&key, Bytes::from(text)).await {
-            Ok(()) => {
-                self.listed.insert(folder.to_path_buf(), (count, at));
-                if first {
-                    self.keys.push(key);
+        let store = target.store.as_ref();
+        let mut board = target.board.lock().await;
+        let growing = self.growing(target, folder, &text);
+        if let Some(g) = &growing {
+            board.grow(g.clone(), false);
+            if !board.covers(g.uri(), g.peak()) {
+                match board.write(store, Turn::Early).await {
+                    Ok(true) => {}
+                    Ok(false) => return self.held = true,
+                    Err(e) => return tracing::warn!("publishing the master early failed: {e}"),
                 }
             }
-            Err(e) => tracing::warn!("publishing {key} early failed: {e}"),
         }
+        let first = last.is_none();
+        let at = Instant::now();
+        if let Err(e) = store.put(&key, Bytes::from(text)).await {
+            return tracing::warn!("publishing {key} early failed: {e}");
+        }
+        self.listed.insert(folder.to_path_buf(), (count, at));
+        if first {
+            self.keys.push(key);
+        }
+        if let Some(g) = growing {
+            board.grow(g, true);
+            match board.write(store, Turn::Early).await {
+                Ok(written) => self.held |= !written,
+                Err(e) => tracing::warn!("publishing the master early failed: {e}"),
+            }
+        }
+    }
+
+    /// `folder`'s rendition as the published part `text` of its playlist measures it; `None`
+    /// for a folder the master does not take (unknown, or a video whose codecs are unknown).
+    fn growing(&self, target: &Target, folder: &Path, text: &str) -> Option<Growing> {
+        let rates = MediaPlaylist::parse(text, folder, &self.sizes)
+            .ok()?
+            .rates();
+        Some(match target.renditions.get(folder)? {
+            Growing::Video(v) => {
+                let mut v = v.clone();
+                v.codecs = self.codecs.get(folder)?.clone();
+                v.rates = rates;
+                Growing::Video(v)
+            }
+            Growing::Audio(a) => {
+                let mut a = a.clone();
+                a.rates = rates;
+                Growing::Audio(a)
+            }
+        })
     }
 }
 
@@ -188,14 +271,40 @@ fn key_for(video_id: &str, scratch: &Path, path: &Path) -> Option<String> {
     Some(publish::key(video_id, &format!("manifest/{rest}")))
 }
 
-async fn upload(
-    store: Arc<dyn Store>,
+/// A file published early.
+struct Uploaded {
     key: String,
     path: PathBuf,
-) -> Option<(String, PathBuf, u64)> {
+    size: u64,
+    /// The video's RFC 6381 codecs, if this file carries its SPS (init, or first TS segment).
+    codecs: Option<String>,
+}
+
+/// The `avc1.PPCCLL` string of a video folder from its fMP4 init segment (the `avcC` box) or
+/// its first MPEG-TS segment (Annex B), read before the file leaves scratch.
+fn codecs_in(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if name == INIT_SEGMENT {
+        let bytes = std::fs::read(path).ok()?;
+        let at = bytes.windows(4).position(|w| w == b"avcC")?;
+        return avc_codecs(&bytes[at + 4..]);
+    }
+    if name.starts_with("seg_00000.") && name.ends_with(".ts") {
+        return avc_codecs(&std::fs::read(path).ok()?);
+    }
+    None
+}
+
+async fn upload(store: Arc<dyn Store>, key: String, path: PathBuf) -> Option<Uploaded> {
     let size = tokio::fs::metadata(&path).await.ok()?.len();
+    let codecs = codecs_in(&path);
     match store.put_file(&key, &path).await {
-        Ok(()) => Some((key, path, size)),
+        Ok(()) => Some(Uploaded {
+            key,
+            path,
+            size,
+            codecs,
+        }),
         Err(e) => {
             tracing::warn!("publishing {key} early failed; its rendition will retry: {e}");
             None
@@ -216,7 +325,14 @@ mod tests {
         let folder = scratch.path().join("360p");
         std::fs::create_dir_all(&folder).unwrap();
         let over = CancellationToken::new();
-        let (sink, task) = start(store, "v", scratch.path(), over.clone());
+        let target = Target {
+            store,
+            video_id: "v".into(),
+            scratch: scratch.path().to_path_buf(),
+            board: Arc::new(tokio::sync::Mutex::new(Board::new("v", None, 1, false))),
+            renditions: HashMap::new(),
+        };
+        let (sink, task) = start(target, over.clone());
         let files: Vec<PathBuf> = (0..20)
             .map(|n| folder.join(format!("seg_{n:05}.m4s")))
             .collect();

@@ -8,6 +8,9 @@ mod early;
 mod fetch;
 mod outcome;
 pub mod plan;
+mod progressive;
+#[cfg(test)]
+mod progressive_tests;
 pub mod publish;
 mod recent;
 pub mod registry;

@@ -6,12 +6,13 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::plan::Plan;
-use super::publish::{self, Finished};
+use super::progressive::{Growing, Turn};
+use super::publish;
 use super::run::{Job, JobEnd};
 use super::status::{JobState, RenditionKind, RenditionState, RenditionStatus};
 use crate::media::MediaError;
 use crate::media::master::{AudioVariant, VideoVariant};
-use crate::media::playlist::Rates;
+use crate::media::playlist::{MediaPlaylist, Rates};
 use crate::media::source::SourceInfo;
 use crate::storage::StoreError;
 
@@ -33,13 +34,13 @@ impl Job<'_> {
         result: Result<Option<String>, MediaError>,
         seconds: f64,
         scratch: &Path,
-        (finished, done): (&mut Finished, &mut Vec<Done>),
+        done: &mut Vec<Done>,
     ) -> bool {
         let status = &plan.statuses[i];
+        let from = scratch.join(&status.name);
         let published = match result {
             Ok(codecs) => {
                 let prefix = self.key(&format!("manifest/{}", status.name));
-                let from = scratch.join(&status.name);
                 publish::rendition(self.store(), &from, &prefix, &self.early_sizes)
                     .await
                     .map(|(rates, keys)| {
@@ -61,17 +62,10 @@ impl Job<'_> {
             .increment(1);
         metrics::histogram!("transcoder_encode_seconds", "tier" => tier, "rendition" => status.name.clone())
             .record(seconds);
-        let uri = status.playlist.clone();
-        match (&plan.videos[i], &codecs) {
-            (Some(r), Some(codecs)) => finished.videos.push(VideoVariant {
-                uri,
-                width: r.width,
-                height: r.height,
-                frame_rate: f64::from(plan.fps),
-                codecs: codecs.clone(),
-                rates,
-            }),
-            _ => finished.audio = Some(AudioVariant { uri, rates }),
+        let finished = &mut self.board.lock().await.finished;
+        match variant(plan, i, codecs.as_deref(), rates) {
+            Growing::Video(v) => finished.videos.push(v),
+            Growing::Audio(a) => finished.audio = Some(a),
         }
         done.push(Done {
             index: i,
@@ -79,6 +73,36 @@ impl Job<'_> {
             rates,
         });
         false
+    }
+
+    /// Before the final playlists of a pass's encoded renditions (`finals`: index and codecs)
+    /// name their last segments: if the master names one of them below its final peak, it is
+    /// republished first, once for all of them.
+    pub(super) async fn cover_finals<'c>(
+        &self,
+        plan: &Plan,
+        finals: impl Iterator<Item = (usize, Option<&'c str>)>,
+        scratch: &Path,
+    ) -> Result<(), MediaError> {
+        let mut board = self.board.lock().await;
+        let mut short = false;
+        for (i, codecs) in finals {
+            let from = scratch.join(&plan.statuses[i].name);
+            let moved = self.early_sizes.lock().expect("lock").clone();
+            let rates = MediaPlaylist::read_with(&from, &moved)?.rates();
+            let final_variant = variant(plan, i, codecs, rates);
+            if !board.covers(final_variant.uri(), rates.peak) {
+                board.grow(final_variant, false);
+                short = true;
+            }
+        }
+        if short {
+            board
+                .write(self.store(), Turn::Settled)
+                .await
+                .map_err(|e| MediaError::Publish(format!("republishing the master: {e}")))?;
+        }
+        Ok(())
     }
 
     pub(super) fn fail_rendition(&self, plan: &Plan, i: usize, reason: &str, scratch: &Path) {
@@ -105,20 +129,24 @@ impl Job<'_> {
         });
     }
 
-    /// (Re)writes master.m3u8 over `finished` once something plays, then marks the renditions
-    /// in `done` ready in the same status update that makes the job playable, so the status
-    /// never names a ready rendition the master does not list yet.
-    pub(super) async fn publish_master(
-        &self,
-        finished: &Finished,
-        videos: usize,
-        done: Vec<Done>,
-    ) -> Result<(), JobEnd> {
-        let written = publish::master(self.store(), &self.request.video_id, finished, videos)
-            .await
-            .map_err(|e| JobEnd::failed(format!("writing the master playlist: {e}")))?;
-        if let Some(key) = &written {
-            self.published.lock().expect("lock").push(key.clone());
+    /// (Re)writes master.m3u8 over the finished renditions (those of the pass that ended
+    /// leave the growing set), then marks the renditions in `done` ready, so the status never
+    /// names a ready rendition the master does not list yet.
+    pub(super) async fn publish_master(&self, done: Vec<Done>) -> Result<(), JobEnd> {
+        let written = {
+            let mut board = self.board.lock().await;
+            board.settle();
+            board
+                .write(self.store(), Turn::Settled)
+                .await
+                .map_err(|e| JobEnd::failed(format!("writing the master playlist: {e}")))?;
+            board.written()
+        };
+        if let Some(key) = written {
+            let mut published = self.published.lock().expect("lock");
+            if !published.contains(&key) {
+                published.push(key);
+            }
         }
         let now = Utc::now();
         self.tracker.update(|s| {
@@ -131,16 +159,6 @@ impl Job<'_> {
                 r.peak_bitrate_kbps = Some(d.rates.peak.div_ceil(1000));
                 r.codecs = d.codecs;
             }
-            let Some(key) = written else {
-                return;
-            };
-            if !s.playable {
-                s.playable = true;
-                // A resumed job keeps the moment its earlier run became playable.
-                s.timestamps.first_playable.get_or_insert(now);
-                tracing::info!("first playable");
-            }
-            s.master_playlist = Some(key);
         });
         Ok(())
     }
@@ -213,5 +231,21 @@ impl Job<'_> {
             }
         });
         Ok(())
+    }
+}
+
+/// Rendition `i` of `plan` as the master lists it, with these measured rates.
+pub(super) fn variant(plan: &Plan, i: usize, codecs: Option<&str>, rates: Rates) -> Growing {
+    let uri = plan.statuses[i].playlist.clone();
+    match (&plan.videos[i], codecs) {
+        (Some(r), Some(codecs)) => Growing::Video(VideoVariant {
+            uri,
+            width: r.width,
+            height: r.height,
+            frame_rate: f64::from(plan.fps),
+            codecs: codecs.into(),
+            rates,
+        }),
+        _ => Growing::Audio(AudioVariant { uri, rates }),
     }
 }

@@ -1,19 +1,18 @@
-//! Putting finished work in the output store: a rendition's files out of scratch, the master
-//! playlist over everything finished so far, and status.json as it changes.
+//! Putting finished work in the output store: a rendition's files out of scratch, and
+//! status.json as it changes (the master playlist is `progressive`'s).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::status::JobStatus;
 use crate::media::MediaError;
-use crate::media::master::{self, AudioVariant, VideoVariant};
+use crate::media::master::{AudioVariant, VideoVariant};
 use crate::media::mux::PLAYLIST;
 use crate::media::playlist::{MediaPlaylist, Rates};
 use crate::storage::Store;
@@ -58,27 +57,6 @@ pub async fn rendition(
         keys.push(key);
     }
     Ok((rates, keys))
-}
-
-/// Writes master.m3u8 once there is something to play (a video rendition, or the audio of an
-/// audio-only source); returns its key, or `None` if not yet.
-pub async fn master(
-    store: &dyn Store,
-    video_id: &str,
-    finished: &Finished,
-    videos: usize,
-) -> Result<Option<String>, crate::storage::StoreError> {
-    let playable = match videos {
-        0 => finished.audio.is_some(),
-        _ => !finished.videos.is_empty(),
-    };
-    if !playable {
-        return Ok(None);
-    }
-    let text = master::render(&finished.videos, finished.audio.as_ref());
-    let key = key(video_id, MASTER);
-    store.put(&key, Bytes::from(text)).await?;
-    Ok(Some(key))
 }
 
 /// Reads a video's status.json from the store, if it has one that parses.

@@ -15,8 +15,10 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::cost::{self, Prices};
-use super::early;
+use super::early::{self, SharedBoard};
+use super::outcome::variant;
 use super::plan::Plan;
+use super::progressive::Board;
 use super::publish::{self, Finished};
 use super::request::{Engine, JobRequest};
 use super::scheduler;
@@ -29,6 +31,7 @@ use crate::media;
 use crate::media::input::Origin;
 use crate::media::mux::Segmenting;
 use crate::media::pass::{AudioTarget, DamagedPackets, PassSpec, VideoTarget};
+use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
 use crate::storage::Store;
 
@@ -57,7 +60,9 @@ pub async fn run(
             stop_writer.clone(),
         ));
         let tracker = Arc::new(Tracker::new(initial, updates));
+        let board = Board::new(&request.video_id, Some(tracker.clone()), 0, false);
         let job = Job {
+            board: Arc::new(tokio::sync::Mutex::new(board)),
             request: &request,
             engine,
             cancel: &cancel,
@@ -125,6 +130,8 @@ pub(super) struct Job<'a> {
     pub(super) damaged: Mutex<DamagedPackets>,
     /// The source as found (set once, before probing): every pass reads it in place.
     pub(super) source: OnceLock<Origin>,
+    /// The master playlist: finished renditions and those growing in the running pass.
+    pub(super) board: SharedBoard,
 }
 
 impl Job<'_> {
@@ -193,10 +200,13 @@ impl Job<'_> {
             .update(|s| s.encoding = Some(plan.encoding.clone()));
         let mut finished = Finished::default();
         self.resume(previous, &mut plan, &mut finished).await;
+        {
+            let mut board = self.board.lock().await;
+            board.plan(plan.video_count(), plan.videos.iter().any(Option::is_none));
+            board.finished = finished;
+        }
 
-        let encoded = self
-            .encode_all(&info, &plan, &mut finished, scratch.path())
-            .await;
+        let encoded = self.encode_all(&info, &plan, scratch.path()).await;
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
         self.finish(&info).await
@@ -206,14 +216,10 @@ impl Job<'_> {
         &self,
         info: &SourceInfo,
         plan: &Plan,
-        finished: &mut Finished,
         scratch: &Path,
     ) -> Result<(), JobEnd> {
         let counters = self.tracker.set_renditions(plan.statuses.clone());
-        let videos = plan.video_count();
-        if !finished.videos.is_empty() || (videos == 0 && finished.audio.is_some()) {
-            self.publish_master(finished, videos, Vec::new()).await?;
-        }
+        self.publish_master(Vec::new()).await?;
         let scheduler = &self.engine.scheduler;
         let to_encode = plan.videos_to_encode();
         let merge = match self.settings().decode_plan {
@@ -247,7 +253,7 @@ impl Job<'_> {
                 }
             };
             let cancelled = self
-                .encode_pass(info, plan, &members, &counters, finished, scratch)
+                .encode_pass(info, plan, &members, &counters, scratch)
                 .await?;
             if cancelled {
                 return Err(JobEnd::interrupted());
@@ -265,7 +271,6 @@ impl Job<'_> {
         plan: &Plan,
         members: &[usize],
         counters: &[Arc<std::sync::atomic::AtomicU64>],
-        finished: &mut Finished,
         scratch: &Path,
     ) -> Result<bool, JobEnd> {
         let now = Utc::now();
@@ -282,12 +287,21 @@ impl Job<'_> {
         tracing::info!(renditions = ?names, "decode pass started");
         let settings = self.settings();
         let pass_over = CancellationToken::new();
-        let (sink, early) = early::start(
-            self.request.output.clone(),
-            &self.request.video_id,
-            scratch,
-            pass_over.clone(),
-        );
+        let target = early::Target {
+            store: self.request.output.clone(),
+            video_id: self.request.video_id.clone(),
+            scratch: scratch.to_path_buf(),
+            board: self.board.clone(),
+            renditions: members
+                .iter()
+                // Codecs come from the init segment, rates from what is published.
+                .map(|&i| {
+                    let entry = variant(plan, i, Some(""), Rates::default());
+                    (scratch.join(&plan.statuses[i].name), entry)
+                })
+                .collect(),
+        };
+        let (sink, early) = early::start(target, pass_over.clone());
         let mut spec = PassSpec {
             source: self.source.get().expect("found before any pass").clone(),
             info: info.clone(),
@@ -352,21 +366,20 @@ impl Job<'_> {
             .into_iter()
             .zip(outcome.video.into_iter().map(|r| r.map(Some)))
             .chain(audio_member.zip(outcome.audio.map(|r| r.map(|()| None))));
+        let results: Vec<_> = results.collect();
+        let finals = results
+            .iter()
+            .filter_map(|(i, r)| Some((*i, r.as_ref().ok()?.as_deref())));
+        if let Err(e) = self.cover_finals(plan, finals, scratch).await {
+            tracing::warn!("{e}");
+        }
         let (mut cancelled, mut done) = (false, Vec::new());
         for (i, result) in results {
             cancelled |= self
-                .record(
-                    plan,
-                    i,
-                    result,
-                    seconds,
-                    scratch,
-                    (&mut *finished, &mut done),
-                )
+                .record(plan, i, result, seconds, scratch, &mut done)
                 .await;
         }
-        self.publish_master(finished, plan.video_count(), done)
-            .await?;
+        self.publish_master(done).await?;
         Ok(cancelled)
     }
 }

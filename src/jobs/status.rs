@@ -143,7 +143,7 @@ pub struct JobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
     pub state: JobState,
-    /// True once a master playlist with at least one finished rendition exists.
+    /// True once the master playlist exists: it names a rendition from its first published segment.
     pub playable: bool,
     pub error: Option<String>,
     /// What the viewer should know about an output that is ready anyway (a damaged source

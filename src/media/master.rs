@@ -30,8 +30,12 @@ pub struct AudioVariant {
 /// Renders the master playlist. BANDWIDTH is the video's peak plus the audio's peak, so it is
 /// never below the peak of what a player fetches (RFC 8216 §4.3.4.2); variants go by bandwidth.
 /// With no video, the audio rendition becomes the only variant (an audio-only package).
+/// `EXT-X-START:TIME-OFFSET=0` makes players start a still growing (EVENT) playlist at its
+/// beginning instead of near its live edge (hls.js 1.7 does; a finished VOD one is unchanged).
 pub fn render(video: &[VideoVariant], audio: Option<&AudioVariant>) -> String {
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let mut out = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-START:TIME-OFFSET=0\n",
+    );
     let audio_rates = audio.map(|a| a.rates).unwrap_or_default();
     if video.is_empty() {
         if let Some(a) = audio {
@@ -114,7 +118,7 @@ mod tests {
         );
         assert_eq!(
             text,
-            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-START:TIME-OFFSET=0\n\
              #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"Main\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"audio/index.m3u8\"\n\
              #EXT-X-STREAM-INF:BANDWIDTH=1030000,AVERAGE-BANDWIDTH=578000,RESOLUTION=1280x720,CODECS=\"avc1.64001F,mp4a.40.2\",FRAME-RATE=29.970,AUDIO=\"audio\"\n360p/index.m3u8\n\
              #EXT-X-STREAM-INF:BANDWIDTH=3130000,AVERAGE-BANDWIDTH=1628000,RESOLUTION=1280x720,CODECS=\"avc1.64001F,mp4a.40.2\",FRAME-RATE=29.970,AUDIO=\"audio\"\n720p/index.m3u8\n"

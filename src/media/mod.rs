@@ -23,6 +23,8 @@ mod decode;
 mod length;
 mod video;
 
+pub use video::avc_codecs;
+
 pub use video::gop_frames;
 
 use thiserror::Error;

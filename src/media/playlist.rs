@@ -40,7 +40,11 @@ impl MediaPlaylist {
     /// Like `read`, for a folder some of whose files were moved away already: `moved` has
     /// their sizes.
     pub fn read_with(dir: &Path, moved: &HashMap<PathBuf, u64>) -> std::io::Result<Self> {
-        let text = std::fs::read_to_string(dir.join(PLAYLIST))?;
+        Self::parse(&std::fs::read_to_string(dir.join(PLAYLIST))?, dir, moved)
+    }
+
+    /// Parses playlist `text` of folder `dir`, sizing segments from `moved` or the folder.
+    pub fn parse(text: &str, dir: &Path, moved: &HashMap<PathBuf, u64>) -> std::io::Result<Self> {
         let size = |name: &str| -> std::io::Result<u64> {
             if name.contains('/') || name.contains("..") {
                 return Err(std::io::Error::other(format!(

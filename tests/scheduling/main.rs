@@ -7,6 +7,7 @@
 mod common;
 
 mod priority; // tier then arrival, the memory guard, playable before ready, a missing source
+mod progressive; // the master from the first segments, playable before the tier ends
 mod retry; // a partial video triggered again; resume under changed encoding settings
 mod shutdown; // SIGTERM and SIGKILL, resume on a new process, an upload in flight
 mod support; // helpers these modules share
