@@ -298,6 +298,7 @@ impl Job<'_> {
             },
             audio_kbps: settings.audio_bitrate_kbps,
             encoder_threads: settings.encoder_threads as usize,
+            rate_control: settings.rate_control,
             cancel: Arc::new(AtomicBool::new(false)),
         };
         spec.source = match &self.request.source {

@@ -21,7 +21,7 @@ mod decode;
 mod length;
 mod video;
 
-pub use video::gop_frames;
+pub use video::{RateControl, crf_for, gop_frames};
 
 use thiserror::Error;
 
