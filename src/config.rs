@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::media::RateControl;
 use crate::media::ladder::{Ladder, Rung};
 use crate::media::mux::SegmentType;
 
@@ -34,6 +35,11 @@ pub struct TranscodeSettings {
     /// x264 preset: speed against compression; every rendition uses the same one.
     #[arg(long, env = "X264_PRESET", default_value = "veryfast", value_parser = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"])]
     pub preset: String,
+
+    /// Rate control of every video rendition: `capped-crf` (constant quality, each rung's kb/s
+    /// as the VBV ceiling: easy content costs fewer bits) or `abr` (each rung's kb/s on average).
+    #[arg(long, env = "RATE_CONTROL", value_enum, default_value = "capped-crf")]
+    pub rate_control: RateControl,
 
     /// Renditions encoded at once across all jobs (default: the CPU count).
     #[arg(long, env = "MAX_PARALLEL_ENCODES", default_value_t = default_parallelism(), value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -228,6 +234,7 @@ impl Default for TranscodeSettings {
             max_fps: 60,
             audio_bitrate_kbps: 128,
             preset: "veryfast".into(),
+            rate_control: RateControl::CappedCrf,
             max_parallel_encodes: default_parallelism(),
             encoder_threads: 0,
             decode_plan: DecodePlan::Auto,

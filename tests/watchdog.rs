@@ -18,6 +18,7 @@ use video_transcoder::config::TranscodeSettings;
 use video_transcoder::jobs::scheduler::FixedMemory;
 use video_transcoder::jobs::watchdog::{Limits, run_pass};
 use video_transcoder::jobs::{self, Engine, JobRequest, JobState, JobStatus, Source};
+use video_transcoder::media::RateControl;
 use video_transcoder::media::input::Origin;
 use video_transcoder::media::ladder::{Ladder, select};
 use video_transcoder::media::mux::{SegmentType, Segmenting};
@@ -93,6 +94,7 @@ async fn a_source_that_stops_delivering_fails_as_stalled() {
         },
         audio_kbps: 128,
         encoder_threads: 1,
+        rate_control: RateControl::CappedCrf,
         cancel: Arc::new(AtomicBool::new(false)),
     };
     let limits = Limits {

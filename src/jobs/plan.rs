@@ -182,8 +182,9 @@ fn encoding(settings: &TranscodeSettings, fps: Rational) -> String {
         SegmentType::Ts => "ts",
     };
     format!(
-        "h264 preset {}, {}/{} fps, GOP {} frames, {segments} segments of {} s, AAC {} kb/s",
+        "h264 preset {}, {}, {}/{} fps, GOP {} frames, {segments} segments of {} s, AAC {} kb/s",
         settings.preset,
+        settings.rate_control.name(),
         fps.numerator(),
         fps.denominator(),
         gop_frames(fps),
@@ -217,6 +218,7 @@ fn pending(name: &str, kind: RenditionKind, tier: Tier, kbps: u32, frames: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::RateControl;
     use crate::media::source::{AudioInfo, Transfer, VideoInfo};
 
     fn source(width: u32, height: u32, audio: bool) -> SourceInfo {
@@ -304,9 +306,10 @@ mod tests {
         let encoding = Plan::new(&info, &base).encoding;
         assert_eq!(
             encoding,
-            "h264 preset veryfast, 25/1 fps, GOP 50 frames, fmp4 segments of 4 s, AAC 128 kb/s"
+            "h264 preset veryfast, capped-crf, 25/1 fps, GOP 50 frames, fmp4 segments of 4 s, AAC 128 kb/s"
         );
-        let changes: [fn(&mut TranscodeSettings); 5] = [
+        let changes: [fn(&mut TranscodeSettings); 6] = [
+            |s| s.rate_control = RateControl::Abr,
             |s| s.segment_type = SegmentType::Ts,
             |s| s.segment_seconds = 2,
             |s| s.preset = "medium".into(),

@@ -316,6 +316,7 @@ impl Job<'_> {
             },
             audio_kbps: settings.audio_bitrate_kbps,
             encoder_threads: settings.encoder_threads as usize,
+            rate_control: settings.rate_control,
             cancel: Arc::new(AtomicBool::new(false)),
         };
         let (mut video_members, mut audio_member) = (Vec::new(), None);

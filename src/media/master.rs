@@ -29,7 +29,8 @@ pub struct AudioVariant {
 
 /// Renders the master playlist. BANDWIDTH is the video's peak plus the audio's peak, so it is
 /// never below the peak of what a player fetches (RFC 8216 §4.3.4.2); variants go by bandwidth.
-/// With no video, the audio rendition becomes the only variant (an audio-only package).
+/// A rendition that a larger one undercuts (see [`dominated`]) is left out. With no video, the
+/// audio rendition becomes the only variant (an audio-only package).
 /// `EXT-X-START:TIME-OFFSET=0` makes players start a still growing (EVENT) playlist at its
 /// beginning instead of near its live edge (hls.js 1.7 does; a finished VOD one is unchanged).
 pub fn render(video: &[VideoVariant], audio: Option<&AudioVariant>) -> String {
@@ -55,7 +56,7 @@ pub fn render(video: &[VideoVariant], audio: Option<&AudioVariant>) -> String {
             a.uri
         );
     }
-    let mut sorted: Vec<&VideoVariant> = video.iter().collect();
+    let mut sorted: Vec<&VideoVariant> = video.iter().filter(|v| !dominated(v, video)).collect();
     sorted.sort_by_key(|v| v.rates.peak);
     for v in sorted {
         let (codecs, group) = match audio {
@@ -78,6 +79,19 @@ pub fn render(video: &[VideoVariant], audio: Option<&AudioVariant>) -> String {
         );
     }
     out
+}
+
+/// Whether a rendition with more pixels has a peak no higher than `v`'s: `v` then costs at least
+/// as much and shows less. Players pick the highest BANDWIDTH their throughput allows, so with
+/// `v` listed, a link fast enough for `v` but not for anything above it would get `v` although
+/// the larger rendition fits too. Leaving `v` out (rather than raising the larger one's
+/// BANDWIDTH to `v`'s, which would give two variants one BANDWIDTH and ask a link for more than
+/// the larger one needs) keeps BANDWIDTH rising with resolution. Capped CRF makes this rare
+/// (bits grow with pixels at one quality); easy content under ABR is where it happened.
+fn dominated(v: &VideoVariant, all: &[VideoVariant]) -> bool {
+    let pixels = |v: &VideoVariant| u64::from(v.width) * u64::from(v.height);
+    all.iter()
+        .any(|u| pixels(u) > pixels(v) && u.rates.peak <= v.rates.peak)
 }
 
 #[cfg(test)]
@@ -123,6 +137,26 @@ mod tests {
              #EXT-X-STREAM-INF:BANDWIDTH=1030000,AVERAGE-BANDWIDTH=578000,RESOLUTION=1280x720,CODECS=\"avc1.64001F,mp4a.40.2\",FRAME-RATE=29.970,AUDIO=\"audio\"\n360p/index.m3u8\n\
              #EXT-X-STREAM-INF:BANDWIDTH=3130000,AVERAGE-BANDWIDTH=1628000,RESOLUTION=1280x720,CODECS=\"avc1.64001F,mp4a.40.2\",FRAME-RATE=29.970,AUDIO=\"audio\"\n720p/index.m3u8\n"
         );
+    }
+
+    #[test]
+    fn a_rendition_a_larger_one_undercuts_is_left_out() {
+        let sized = |uri: &str, (width, height): (u32, u32), peak: u64| VideoVariant {
+            width,
+            height,
+            ..variant(uri, peak)
+        };
+        // Easy content: the 1080p came out cheaper than the 720p, which then shows less for more.
+        let text = render(
+            &[
+                sized("1080p/index.m3u8", (1920, 1080), 772_000),
+                sized("720p/index.m3u8", (1280, 720), 1_346_000),
+                sized("480p/index.m3u8", (854, 480), 500_000),
+            ],
+            None,
+        );
+        let uris: Vec<&str> = text.lines().filter(|l| l.ends_with(".m3u8")).collect();
+        assert_eq!(uris, ["480p/index.m3u8", "1080p/index.m3u8"], "{text}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod video;
 
 pub use video::avc_codecs;
 
-pub use video::gop_frames;
+pub use video::{RateControl, crf_for, gop_frames};
 
 use thiserror::Error;
 

@@ -15,7 +15,7 @@ use super::input;
 use super::ladder::VideoRendition;
 use super::mux::Segmenting;
 use super::source::SourceInfo;
-use super::video::{RenditionEncoder, VideoSettings};
+use super::video::{RateControl, RenditionEncoder, VideoSettings};
 
 /// Decoded frames queued per rendition: enough to smooth jitter, small enough for 4K memory.
 const QUEUE_FRAMES: usize = 4;
@@ -33,6 +33,7 @@ pub struct PassSpec {
     pub audio_kbps: u32,
     /// libx264 threads per encoder (0 = libx264's own choice).
     pub encoder_threads: usize,
+    pub rate_control: RateControl,
     /// Set by the caller to stop between packets.
     pub cancel: Arc<AtomicBool>,
 }
@@ -174,6 +175,7 @@ fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, Media
         fps: spec.fps,
         segmenting: spec.segmenting.clone(),
         threads: spec.encoder_threads,
+        rate_control: spec.rate_control,
     };
     let span = tracing::Span::current();
     let mut audio_result = None;

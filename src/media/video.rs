@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::ValueEnum;
 use ffmpeg_next::{self as ff, Dictionary, Packet, Rational, codec, format, frame, software};
 
 use super::MediaError;
@@ -17,6 +18,37 @@ pub struct VideoSettings {
     pub segmenting: Segmenting,
     /// libx264 threads per encoder (0 = libx264's own choice).
     pub threads: usize,
+    pub rate_control: RateControl,
+}
+
+/// How libx264 chooses each rendition's bit rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RateControl {
+    /// Constant quality ([`crf_for`]) capped by a VBV at the rung's kb/s: easy content costs
+    /// what it needs, hard content gets at most the rung's rate.
+    CappedCrf,
+    /// Average bit rate at the rung's kb/s (VBV at 1.1 ×): every video costs about the same.
+    Abr,
+}
+
+impl RateControl {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CappedCrf => "capped-crf",
+            Self::Abr => "abr",
+        }
+    }
+}
+
+/// CRF of a capped-CRF rendition whose short side is `short`: 23 (libx264's default, visually
+/// clean at 720p and up); one and two lower for the small rungs, which players show upscaled,
+/// so their artefacts are magnified (and their bits are cheap). See benches/rate_control.rs.
+pub fn crf_for(short: u32) -> u32 {
+    match short {
+        720.. => 23,
+        360.. => 22,
+        _ => 21,
+    }
 }
 
 /// Frames per GOP at `fps`: one closed GOP every 2 s in every rendition, so segment
@@ -25,9 +57,13 @@ pub fn gop_frames(fps: Rational) -> u32 {
     (2.0 * f64::from(fps)).round().max(1.0) as u32
 }
 
-/// VBV ceiling and buffer as multiples of the target rate.
+/// ABR's VBV ceiling and buffer as multiples of the target rate.
 const MAXRATE_FACTOR: f64 = 1.1;
 const BUFSIZE_FACTOR: f64 = 2.0;
+/// Capped CRF's VBV buffer in seconds at the rung's rate: one 2 s GOP, so an IDR frame and the
+/// P-frames after it can share the GOP's budget (a 1 s buffer starves the IDR on hard content),
+/// and no 4 s segment exceeds 1.5 × the rung's rate.
+const CRF_BUFFER_SECONDS: f64 = 2.0;
 
 /// Everything opened lazily on the first frame, when the real input format is known.
 struct Open {
@@ -131,9 +167,22 @@ impl RenditionEncoder {
         let mut options = Dictionary::new();
         options.set("preset", &self.settings.preset);
         options.set("profile", "high");
-        options.set("b", &format!("{}k", self.rendition.kbps));
-        options.set("maxrate", &format!("{}k", (kbps * MAXRATE_FACTOR).round()));
-        options.set("bufsize", &format!("{}k", (kbps * BUFSIZE_FACTOR).round()));
+        match self.settings.rate_control {
+            RateControl::Abr => {
+                options.set("b", &format!("{}k", self.rendition.kbps));
+                options.set("maxrate", &format!("{}k", (kbps * MAXRATE_FACTOR).round()));
+                options.set("bufsize", &format!("{}k", (kbps * BUFSIZE_FACTOR).round()));
+            }
+            RateControl::CappedCrf => {
+                let short = w.min(h);
+                options.set("crf", &crf_for(short).to_string());
+                options.set("maxrate", &format!("{}k", self.rendition.kbps));
+                options.set(
+                    "bufsize",
+                    &format!("{}k", (kbps * CRF_BUFFER_SECONDS).round()),
+                );
+            }
+        }
         options.set("threads", &self.settings.threads.to_string());
         options.set("forced-idr", "1");
         options.set(
