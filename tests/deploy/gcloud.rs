@@ -165,12 +165,7 @@ fn every_gcloud_command_a_dry_run_prints_is_one_gcloud_accepts() {
 #[test]
 fn a_first_deploy_and_a_monitoring_update_run_only_commands_gcloud_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tools(dir.path());
-    let path = format!(
-        "{}:{}",
-        dir.path().display(),
-        std::env::var("PATH").unwrap()
-    );
+    let path = fake_tools(dir.path());
     deploy_sh(&["deploy"], &[("PATH", Some(&path))]).assert_ok();
     deploy_sh(
         &["monitoring"],

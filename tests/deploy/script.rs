@@ -291,7 +291,8 @@ fn render_fills_every_placeholder_of_the_service() {
 /// like a project where `video-transcoder` does not exist yet and the alert policies and the
 /// dashboard do. gcloud also writes each call to `gcloud.calls`, quoted as deploy.sh prints
 /// commands, with every file it names copied to `files/` (deploy.sh removes its own at exit).
-pub fn fake_tools(dir: &std::path::Path) {
+/// Returns a PATH with them first.
+pub fn fake_tools(dir: &std::path::Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     let log = dir.join("calls.log");
     std::fs::create_dir_all(dir.join("files")).unwrap();
@@ -333,17 +334,13 @@ esac"#
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap())
 }
 
 #[test]
 fn the_first_deploy_of_a_new_service_gives_it_all_traffic_and_runs_for_real() {
     let dir = tempfile::tempdir().unwrap();
-    fake_tools(dir.path());
-    let path = format!(
-        "{}:{}",
-        dir.path().display(),
-        std::env::var("PATH").unwrap()
-    );
+    let path = fake_tools(dir.path());
     let run = deploy_sh(&["deploy"], &[("PATH", Some(&path))]);
     run.assert_ok();
     let calls = std::fs::read_to_string(dir.path().join("calls.log")).unwrap();
