@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 use super::progressive::{Board, Growing, Turn};
 use super::publish::{self, SAME_OBJECT_GAP};
-use crate::media::avc_codecs;
-use crate::media::mux::{INIT_SEGMENT, PLAYLIST, SegmentSink};
+use crate::media;
+use crate::media::mux::{PLAYLIST, SegmentSink};
 use crate::media::playlist::{MediaPlaylist, with_target_duration};
 use crate::storage::Store;
 
@@ -280,24 +280,9 @@ struct Uploaded {
     codecs: Option<String>,
 }
 
-/// The `avc1.PPCCLL` string of a video folder from its fMP4 init segment (the `avcC` box) or
-/// its first MPEG-TS segment (Annex B), read before the file leaves scratch.
-fn codecs_in(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    if name == INIT_SEGMENT {
-        let bytes = std::fs::read(path).ok()?;
-        let at = bytes.windows(4).position(|w| w == b"avcC")?;
-        return avc_codecs(&bytes[at + 4..]);
-    }
-    if name.starts_with("seg_00000.") && name.ends_with(".ts") {
-        return avc_codecs(&std::fs::read(path).ok()?);
-    }
-    None
-}
-
 async fn upload(store: Arc<dyn Store>, key: String, path: PathBuf) -> Option<Uploaded> {
     let size = tokio::fs::metadata(&path).await.ok()?.len();
-    let codecs = codecs_in(&path);
+    let codecs = media::codecs_in(&path);
     match store.put_file(&key, &path).await {
         Ok(()) => Some(Uploaded {
             key,

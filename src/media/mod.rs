@@ -23,7 +23,7 @@ mod decode;
 mod length;
 mod video;
 
-pub use video::avc_codecs;
+pub use video::{avc_codecs, codecs_in};
 
 pub use video::{RateControl, crf_for, gop_frames};
 

@@ -1,6 +1,6 @@
 //! One video rendition: scale shared frames to its size and encode them with libx264 into HLS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use ffmpeg_next::{self as ff, Dictionary, Packet, Rational, codec, format, frame, software};
@@ -274,6 +274,21 @@ pub fn avc_codecs(extradata: &[u8]) -> Option<String> {
         extradata.get(start + 4..start + 7)?
     };
     Some(format!("avc1.{:02X}{:02X}{:02X}", sps[0], sps[1], sps[2]))
+}
+
+/// The `avc1.PPCCLL` string of a video folder from its fMP4 init segment (the `avcC` box) or
+/// its first MPEG-TS segment (Annex B), read before the file leaves scratch.
+pub fn codecs_in(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if name == super::mux::INIT_SEGMENT {
+        let bytes = std::fs::read(path).ok()?;
+        let at = bytes.windows(4).position(|w| w == b"avcC")?;
+        return avc_codecs(&bytes[at + 4..]);
+    }
+    if name.starts_with("seg_00000.") && name.ends_with(".ts") {
+        return avc_codecs(&std::fs::read(path).ok()?);
+    }
+    None
 }
 
 #[cfg(test)]
