@@ -1,5 +1,5 @@
 //! Job lifecycle: plan renditions, schedule decode passes on the shared encode pool, publish
-//! HLS as tiers finish, and keep status.json honest throughout.
+//! HLS from each rendition's first segments on, and keep status.json honest throughout.
 
 pub mod claim;
 pub mod cost;
