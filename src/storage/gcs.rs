@@ -44,6 +44,8 @@ pub struct GcsStore {
     bucket: String,
     /// Empty, or ends with `/`.
     prefix: String,
+    /// How long a direct JSON API call keeps retrying (the client's calls have their own policy).
+    retry_budget: Duration,
 }
 
 impl GcsStore {
@@ -84,6 +86,7 @@ impl GcsStore {
             endpoint,
             bucket,
             prefix,
+            retry_budget: options.retry_budget,
         })
     }
 
@@ -119,6 +122,43 @@ impl GcsStore {
             .map_err(|()| StoreError::Remote(self.endpoint.clone()))?
             .extend(["storage", "v1", "b", &self.bucket, "o", &self.object(key)?]);
         Ok(url)
+    }
+
+    /// One try at the object's size, from the JSON API's metadata (a ranged read's headers need
+    /// not carry the whole size: emulators leave it out).
+    async fn size_once(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let answer = self
+            .http
+            .get(self.json_api_url(key)?)
+            .headers(self.auth_headers(key).await?)
+            .send()
+            .await
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
+        match answer.status().as_u16() {
+            404 => return Ok(None),
+            401 | 403 => return Err(StoreError::Denied(self.url(key))),
+            200..300 => {}
+            code => {
+                return Err(StoreError::Remote(format!(
+                    "{}: HTTP {code}",
+                    self.url(key)
+                )));
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            size: String,
+        }
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
+        let metadata: Metadata = serde_json::from_slice(&body)
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
+        let size = metadata.size.parse().map_err(|_| {
+            StoreError::Remote(format!("{}: size `{}`", self.url(key), metadata.size))
+        })?;
+        Ok(Some(size))
     }
 
     /// The credentials' headers for a direct JSON API call.
@@ -296,40 +336,20 @@ impl Store for GcsStore {
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        // The object's metadata from the JSON API (a ranged read's headers need not carry the
-        // whole size: emulators leave it out).
-        let answer = self
-            .http
-            .get(self.json_api_url(key)?)
-            .headers(self.auth_headers(key).await?)
-            .send()
-            .await
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
-        match answer.status().as_u16() {
-            404 => return Ok(None),
-            401 | 403 => return Err(StoreError::Denied(self.url(key))),
-            200..300 => {}
-            code => {
-                return Err(StoreError::Remote(format!(
-                    "{}: HTTP {code}",
-                    self.url(key)
-                )));
+        // A bucket away for a moment is retried as the client's own calls are: backoff from
+        // 0.5 s, doubling to 16 s, within the retry budget.
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.size_once(key).await {
+                Err(StoreError::Remote(why)) if started.elapsed() + delay < self.retry_budget => {
+                    tracing::warn!("Cloud Storage metadata read failed, retrying: {why}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(16));
+                }
+                answer => return answer,
             }
         }
-        #[derive(serde::Deserialize)]
-        struct Metadata {
-            size: String,
-        }
-        let body = answer
-            .bytes()
-            .await
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
-        let metadata: Metadata = serde_json::from_slice(&body)
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
-        let size = metadata.size.parse().map_err(|_| {
-            StoreError::Remote(format!("{}: size `{}`", self.url(key), metadata.size))
-        })?;
-        Ok(Some(size))
     }
 
     async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {
