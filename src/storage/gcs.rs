@@ -20,6 +20,7 @@ use super::{ByteStream, ObjectMeta, Store, StoreError, Version, validate_key};
 use limited::Limited;
 use retry::LoggedRetries;
 
+mod json_api;
 mod limited;
 mod retry;
 
@@ -111,66 +112,6 @@ impl GcsStore {
             Some(412) => StoreError::Changed(url),
             Some(401 | 403) => StoreError::Denied(format!("{url}: {e}")),
             _ => StoreError::Remote(format!("{url}: {e}")),
-        }
-    }
-
-    /// The JSON API's URL of `key`'s object (metadata, deletes).
-    fn json_api_url(&self, key: &str) -> Result<reqwest::Url, StoreError> {
-        let mut url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.endpoint)))?;
-        url.path_segments_mut()
-            .map_err(|()| StoreError::Remote(self.endpoint.clone()))?
-            .extend(["storage", "v1", "b", &self.bucket, "o", &self.object(key)?]);
-        Ok(url)
-    }
-
-    /// One try at the object's size, from the JSON API's metadata (a ranged read's headers need
-    /// not carry the whole size: emulators leave it out).
-    async fn size_once(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let answer = self
-            .http
-            .get(self.json_api_url(key)?)
-            .headers(self.auth_headers(key).await?)
-            .send()
-            .await
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
-        match answer.status().as_u16() {
-            404 => return Ok(None),
-            401 | 403 => return Err(StoreError::Denied(self.url(key))),
-            200..300 => {}
-            code => {
-                return Err(StoreError::Remote(format!(
-                    "{}: HTTP {code}",
-                    self.url(key)
-                )));
-            }
-        }
-        #[derive(serde::Deserialize)]
-        struct Metadata {
-            size: String,
-        }
-        let body = answer
-            .bytes()
-            .await
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
-        let metadata: Metadata = serde_json::from_slice(&body)
-            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.url(key))))?;
-        let size = metadata.size.parse().map_err(|_| {
-            StoreError::Remote(format!("{}: size `{}`", self.url(key), metadata.size))
-        })?;
-        Ok(Some(size))
-    }
-
-    /// The credentials' headers for a direct JSON API call.
-    async fn auth_headers(&self, key: &str) -> Result<reqwest::header::HeaderMap, StoreError> {
-        match self
-            .credentials
-            .headers(axum::http::Extensions::new())
-            .await
-        {
-            Ok(credentials::CacheableResource::New { data, .. }) => Ok(data),
-            Ok(credentials::CacheableResource::NotModified) => Ok(Default::default()),
-            Err(e) => Err(StoreError::Denied(format!("{}: {e}", self.url(key)))),
         }
     }
 
