@@ -90,12 +90,14 @@ async fn a_source_that_stops_delivering_fails_as_stalled() {
         segmenting: Segmenting {
             kind: SegmentType::Fmp4,
             seconds: 4,
+            part: None,
             on_segment: None,
         },
         audio_kbps: 128,
         encoder_threads: 1,
         rate_control: RateControl::CappedCrf,
         cancel: Arc::new(AtomicBool::new(false)),
+        frames: None,
     };
     let limits = Limits {
         timeout: Duration::from_secs(120),

@@ -312,12 +312,14 @@ impl Job<'_> {
             segmenting: Segmenting {
                 kind: settings.segment_type,
                 seconds: settings.segment_seconds,
+                part: None,
                 on_segment: Some(sink),
             },
             audio_kbps: settings.audio_bitrate_kbps,
             encoder_threads: settings.encoder_threads as usize,
             rate_control: settings.rate_control,
             cancel: Arc::new(AtomicBool::new(false)),
+            frames: None,
         };
         let (mut video_members, mut audio_member) = (Vec::new(), None);
         for &i in members {

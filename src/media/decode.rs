@@ -28,6 +28,10 @@ pub(super) struct VideoDecode {
     /// Packets the decoder refused.
     pub(super) damaged: u64,
     info: VideoInfo,
+    /// Output frames to hand on: [start, end) of the chunk (all: 0..u64::MAX).
+    frames: std::ops::Range<i64>,
+    /// A frame at or past `frames.end` came out: the chunk is complete.
+    past_end: bool,
 }
 
 /// Reads the pass's CPU clocks before the decoder joins its frame threads (see `cpu`).
@@ -66,7 +70,16 @@ impl VideoDecode {
             pad_to: (spec.info.duration_seconds / f64::from(stream.time_base())).round() as i64,
             damaged: 0,
             info: spec.info.video.clone().expect("video stream probed"),
+            frames: spec
+                .frames
+                .map_or(0..i64::MAX, |r| r.start as i64..r.end as i64),
+            past_end: false,
         })
+    }
+
+    /// The chunk's last frame is out: nothing more of the source is needed.
+    pub(super) fn past_end(&self) -> bool {
+        self.past_end
     }
 
     /// Decodes a packet (or flushes on `None`) and sends resulting frames to every live queue.
@@ -100,8 +113,9 @@ impl VideoDecode {
                 if self.chain.is_some() {
                     tracing::warn!("the source changes picture size or format mid-stream");
                 }
+                let start = self.frames.start as f64 / f64::from(self.fps);
                 self.chain = Some(
-                    Chain::video(&self.info, &decoded, self.time_base, self.fps)
+                    Chain::video(&self.info, &decoded, self.time_base, self.fps, start)
                         .map_err(|e| MediaError::Decode(format!("video filters: {e}")))?,
                 );
                 self.chain_input = shape;
@@ -114,7 +128,10 @@ impl VideoDecode {
         }
         if packet.is_none() {
             if let Some(chain) = self.chain.as_mut() {
-                let _ = chain.close(self.end_pts.max(self.pad_to));
+                // Padded to the source's length, or to the chunk's end if that comes first.
+                let end = (self.frames.end as f64 / f64::from(self.fps) / f64::from(self.time_base))
+                    .round() as i64;
+                let _ = chain.close(self.end_pts.max(self.pad_to).min(end));
             }
             self.fan_out(senders);
         }
@@ -129,6 +146,14 @@ impl VideoDecode {
             let mut filtered = frame::Video::empty();
             if !chain.pull(&mut filtered) {
                 break;
+            }
+            let pts = filtered.pts().unwrap_or(0);
+            if pts < self.frames.start {
+                continue; // the lead-in from the key frame before the chunk
+            }
+            if pts >= self.frames.end {
+                self.past_end = true;
+                continue;
             }
             // Source picture types would force x264's frame types: let x264 place its own GOP.
             filtered.set_kind(picture::Type::None);
@@ -149,6 +174,9 @@ impl VideoDecode {
     /// Measured from the container's start, as the probe's duration is when the stream has
     /// none of its own; the decoded end, not the output's (padded to the audio's end).
     pub(super) fn ended_early(&self) -> Option<String> {
+        if self.past_end {
+            return None; // a chunk that ends before the source does
+        }
         // The probe always fills the video's own duration (the container's when it has none).
         let expected = self.info.duration_seconds;
         let tolerance = (expected * 0.05).max(1.0);

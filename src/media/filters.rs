@@ -34,6 +34,7 @@ impl Chain {
         first: &frame::Video,
         time_base: Rational,
         fps: Rational,
+        start: f64,
     ) -> Result<Self, ff::Error> {
         let sar = first.aspect_ratio();
         let sar = if sar.numerator() > 0 {
@@ -51,7 +52,7 @@ impl Chain {
             sar.numerator(),
             sar.denominator(),
         );
-        let mut chain = Self::build("buffer", &args, &video_spec(info, fps), "buffersink")?;
+        let mut chain = Self::build("buffer", &args, &video_spec(info, fps, start), "buffersink")?;
         chain.graph.validate()?;
         Ok(chain)
     }
@@ -127,7 +128,7 @@ impl Chain {
 }
 
 /// The pre-scale chain as filter text; `null` when the source needs nothing but a fixed rate.
-fn video_spec(info: &VideoInfo, fps: Rational) -> String {
+fn video_spec(info: &VideoInfo, fps: Rational, start: f64) -> String {
     let mut steps: Vec<String> = Vec::new();
     if info.interlaced {
         steps.push("bwdif=mode=send_frame:deint=interlaced".into());
@@ -150,9 +151,10 @@ fn video_spec(info: &VideoInfo, fps: Rational) -> String {
              zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p"
         ));
     }
-    // From time 0: a video that starts after the audio opens on its first picture.
+    // From time 0 (or a chunk's start): a video that starts after the audio opens on its first
+    // picture.
     steps.push(format!(
-        "fps=fps={}/{}:round=near:start_time=0",
+        "fps=fps={}/{}:round=near:start_time={start}",
         fps.numerator(),
         fps.denominator()
     ));
@@ -277,10 +279,10 @@ mod tests {
     fn chain_text_follows_the_source() {
         let fps = Rational::new(30, 1);
         assert_eq!(
-            video_spec(&info(30.0, 0, false, Transfer::Sdr), fps),
+            video_spec(&info(30.0, 0, false, Transfer::Sdr), fps, 0.0),
             "fps=fps=30/1:round=near:start_time=0"
         );
-        let spec = video_spec(&info(25.0, 90, true, Transfer::Pq), fps);
+        let spec = video_spec(&info(25.0, 90, true, Transfer::Pq), fps, 0.0);
         assert!(spec.starts_with(
             "bwdif=mode=send_frame:deint=interlaced,transpose=clock,zscale=tin=smpte2084"
         ));

@@ -33,6 +33,8 @@ impl SegmentType {
 pub struct Segmenting {
     pub kind: SegmentType,
     pub seconds: u32,
+    /// The part of the rendition this muxer writes, when it is made in time chunks.
+    pub part: Option<Part>,
     /// Told of each media file as soon as it is complete, while later ones are being written.
     pub on_segment: Option<SegmentSink>,
 }
@@ -42,8 +44,37 @@ impl std::fmt::Debug for Segmenting {
         f.debug_struct("Segmenting")
             .field("kind", &self.kind)
             .field("seconds", &self.seconds)
+            .field("part", &self.part)
             .field("on_segment", &self.on_segment.is_some())
             .finish()
+    }
+}
+
+/// Chunk `index` of a rendition made in parts: its segments are numbered from `first_segment`
+/// (their index in the whole rendition), its playlist is `part-<index>.m3u8` (assembled with the
+/// others into `index.m3u8`), and only part 0's init segment is `init.mp4` (every part's codec
+/// configuration must equal it; the others keep theirs as `init-<index>.mp4` to compare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub index: u32,
+    pub first_segment: u32,
+    /// Added to the video timestamps (in the encoder's time base): libx264's reorder delay,
+    /// which makes part 0's first decode time 0 as the muxer's own shift would (that one is
+    /// taken from each muxer's first packet, so parts would not join); 0 for fMP4 parts after
+    /// the first, whose decode times start from their first presentation time.
+    pub shift: i64,
+}
+
+impl Part {
+    pub fn playlist(index: u32) -> String {
+        format!("part-{index}.m3u8")
+    }
+
+    pub fn init(index: u32) -> String {
+        match index {
+            0 => INIT_SEGMENT.into(),
+            n => format!("init-{n}.mp4"),
+        }
     }
 }
 
@@ -52,7 +83,7 @@ impl std::fmt::Debug for Segmenting {
 pub type SegmentSink = Arc<dyn Fn(&Path) + Send + Sync>;
 
 /// The file name of segment `n` (the muxer's `seg_%05d` pattern).
-fn segment_name(kind: SegmentType, n: u32) -> String {
+pub fn segment_name(kind: SegmentType, n: u32) -> String {
     format!("seg_{n:05}.{}", kind.extension())
 }
 
@@ -70,6 +101,9 @@ pub struct HlsOutput {
     on_segment: Option<SegmentSink>,
     /// Number of the first segment not yet handed to `on_segment`.
     next_segment: u32,
+    part: Option<Part>,
+    /// Added to every packet's timestamps (see [`Part::shift`]).
+    shift: i64,
 }
 
 impl HlsOutput {
@@ -82,7 +116,9 @@ impl HlsOutput {
     ) -> Result<Self, MediaError> {
         let fail = |e: ff::Error| MediaError::Encode(format!("HLS muxer: {e}"));
         std::fs::create_dir_all(dir)?;
-        let mut octx = format::output_as(&dir.join(PLAYLIST), "hls").map_err(fail)?;
+        let part = segmenting.part;
+        let playlist = part.map_or(PLAYLIST.into(), |p| Part::playlist(p.index));
+        let mut octx = format::output_as(&dir.join(playlist), "hls").map_err(fail)?;
         {
             let mut stream = octx
                 .add_stream(ff::encoder::find(codec::Id::None))
@@ -91,7 +127,10 @@ impl HlsOutput {
             stream.set_time_base(encoder_time_base);
         }
         let mut options = Dictionary::new();
-        options.set("hls_time", &segmenting.seconds.to_string());
+        let video = encoder.medium() == ff::media::Type::Video;
+        options.set("hls_time", &hls_time(segmenting, video, encoder_time_base));
+        let first = part.map_or(0, |p| p.first_segment);
+        options.set("start_number", &first.to_string());
         // EVENT: the playlist is rewritten as each segment closes, so it can be published while
         // the encode runs; `finish` turns it into the VOD playlist it ends as.
         options.set("hls_playlist_type", "event");
@@ -103,7 +142,13 @@ impl HlsOutput {
         match segmenting.kind {
             SegmentType::Fmp4 => {
                 options.set("hls_segment_type", "fmp4");
-                options.set("hls_fmp4_init_filename", INIT_SEGMENT);
+                let index = part.map_or(0, |p| p.index);
+                options.set("hls_fmp4_init_filename", &Part::init(index));
+                if index > 0 {
+                    // The fragments' decode times (tfdt) continue from the packets' own
+                    // timestamps instead of restarting at 0.
+                    options.set("hls_segment_options", "movflags=+frag_discont");
+                }
             }
             SegmentType::Ts => options.set("hls_segment_type", "mpegts"),
         }
@@ -125,7 +170,9 @@ impl HlsOutput {
             dir: dir.to_path_buf(),
             kind: segmenting.kind,
             on_segment: segmenting.on_segment.clone(),
-            next_segment: 0,
+            next_segment: first,
+            part,
+            shift: part.map_or(0, |p| p.shift),
         })
     }
 
@@ -135,6 +182,10 @@ impl HlsOutput {
         if packet.duration() == 0 {
             // libx264 in FFmpeg 5.1 leaves durations at 0; the fMP4 muxer needs one per sample.
             packet.set_duration(1);
+        }
+        if self.shift != 0 {
+            packet.set_pts(packet.pts().map(|t| t + self.shift));
+            packet.set_dts(packet.dts().map(|t| t + self.shift));
         }
         packet.rescale_ts(time_base, self.stream_time_base);
         let key = packet.is_key();
@@ -160,7 +211,13 @@ impl HlsOutput {
             .exists()
         {
             let init = self.dir.join(INIT_SEGMENT);
-            if self.next_segment == 0 && self.kind == SegmentType::Fmp4 && init.exists() {
+            let first = self.part.map_or(0, |p| p.first_segment);
+            let own_init = self.part.is_none_or(|p| p.index == 0);
+            if self.next_segment == first
+                && own_init
+                && self.kind == SegmentType::Fmp4
+                && init.exists()
+            {
                 on_segment(&init);
             }
             on_segment(&self.dir.join(segment_name(self.kind, self.next_segment)));
@@ -174,10 +231,33 @@ impl HlsOutput {
         self.octx
             .write_trailer()
             .map_err(|e| MediaError::Encode(format!("closing the playlist: {e}")))?;
-        let path = self.dir.join(PLAYLIST);
+        let name = self
+            .part
+            .map_or(PLAYLIST.into(), |p| Part::playlist(p.index));
+        let path = self.dir.join(name);
         let text = std::fs::read_to_string(&path)?;
         let text = text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD");
         std::fs::write(&path, super::playlist::with_target_duration(&text))?;
         Ok(())
     }
+}
+
+/// The muxer's segment length: for video, whole 2 s GOPs covering `seconds` (rounded up), given
+/// to the microsecond below their exact length so that a segment closes at exactly that many
+/// frames (29.97 fps: 120 frames, 4.004 s) whether the muxer started at 0 or at a chunk;
+/// for audio, `seconds`.
+fn hls_time(segmenting: &Segmenting, video: bool, time_base: Rational) -> String {
+    if !video || time_base.numerator() <= 0 {
+        return segmenting.seconds.to_string();
+    }
+    let fps = time_base.invert();
+    let frames = u64::from(segment_frames(fps, segmenting.seconds));
+    let micros = frames * 1_000_000 * time_base.numerator() as u64 / time_base.denominator() as u64;
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// Frames per video segment at `fps` for segments of about `seconds`: whole GOPs (see
+/// `gop_frames`), at least one.
+pub fn segment_frames(fps: Rational, seconds: u32) -> u32 {
+    super::gop_frames(fps) * seconds.div_ceil(2).max(1)
 }

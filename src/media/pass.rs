@@ -13,7 +13,7 @@ use super::cpu::PassCpu;
 use super::decode::VideoDecode;
 use super::input;
 use super::ladder::VideoRendition;
-use super::mux::Segmenting;
+use super::mux::{Part, SegmentType, Segmenting, segment_frames};
 use super::source::SourceInfo;
 use super::video::{RateControl, RenditionEncoder, VideoSettings};
 
@@ -36,6 +36,17 @@ pub struct PassSpec {
     pub rate_control: RateControl,
     /// Set by the caller to stop between packets.
     pub cancel: Arc<AtomicBool>,
+    /// The chunk of the video renditions to make, in output frames (`n` sits at n / fps);
+    /// `None`: all of it. Segments are numbered by their place in the whole rendition.
+    pub frames: Option<FrameRange>,
+}
+
+/// Output frames [start, end) of a chunk: `start` a multiple of the segment length in frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRange {
+    pub index: u32,
+    pub start: u64,
+    pub end: u64,
 }
 
 pub struct VideoTarget {
@@ -114,6 +125,17 @@ pub fn run(spec: PassSpec) -> PassOutcome {
 fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, MediaError> {
     let mut input = input::open_origin(&spec.source, &input::ReadWatch::default())?;
     let offset_us = input::start_micros(&input);
+    if let Some(range) = spec
+        .frames
+        .filter(|r| r.start > 0 && !spec.video.is_empty())
+    {
+        // To the last key frame at or before the chunk's start; the frames before it are
+        // decoded and dropped.
+        let at = offset_us + (range.start as f64 / f64::from(spec.fps) * 1e6) as i64;
+        input
+            .seek(at, ..at)
+            .map_err(|e| MediaError::Decode(format!("seeking to the chunk at {at} µs: {e}")))?;
+    }
     let to_stream = |tb: Rational| ff::Rescale::rescale(&offset_us, ff::rescale::TIME_BASE, tb);
 
     let video_stream = spec
@@ -170,10 +192,23 @@ fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, Media
         }
     }
 
+    let mut segmenting = spec.segmenting.clone();
+    segmenting.part = spec.frames.map(|range| Part {
+        index: range.index,
+        first_segment: (range.start / u64::from(segment_frames(spec.fps, segmenting.seconds)))
+            as u32,
+        // fMP4 parts after the first take their fragments' decode time (tfdt) from their
+        // first presentation time (the mov muxer's `frag_discont` with an edit list), which
+        // is the frame's place on the timeline unshifted.
+        shift: match (segmenting.kind, range.index) {
+            (SegmentType::Fmp4, 1..) => 0,
+            _ => super::video::reorder_delay_frames(&spec.preset),
+        },
+    });
     let settings = VideoSettings {
         preset: spec.preset.clone(),
         fps: spec.fps,
-        segmenting: spec.segmenting.clone(),
+        segmenting,
         threads: spec.encoder_threads,
         rate_control: spec.rate_control,
     };
@@ -288,6 +323,9 @@ fn demux(
         }
         if let Some(v) = video.as_deref_mut().filter(|v| v.stream == packet.stream()) {
             v.decode(Some(&packet), senders)?;
+            if v.past_end() && audio.is_none() {
+                return Ok(());
+            }
         } else if let Some(a) = audio
             .as_mut()
             .filter(|_| Some(packet.stream()) == audio_stream)
