@@ -52,6 +52,14 @@ pub struct TranscodeSettings {
     #[arg(long, env = "DECODE_PLAN", value_enum, default_value = "auto")]
     pub decode_plan: DecodePlan,
 
+    /// Length of the time chunks each tier's renditions are encoded in, in seconds of source
+    /// (rounded to whole segments): every chunk is a unit of work that seeks into the source and
+    /// encodes on its own, and units of one video run in parallel when the pool has room.
+    /// 0: one chunk per tier. Unset: per tier, the length a 4-vCPU instance encodes in about
+    /// 4 minutes (see `jobs::plan::default_chunk_seconds`).
+    #[arg(long, env = "CHUNK_SECONDS", value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub chunk_seconds: Option<u32>,
+
     /// libx264 threads per rendition encoder; 0 lets libx264 choose (1.5 × cores each).
     #[arg(long, env = "ENCODER_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub encoder_threads: u32,
@@ -238,6 +246,7 @@ impl Default for TranscodeSettings {
             max_parallel_encodes: default_parallelism(),
             encoder_threads: 0,
             decode_plan: DecodePlan::Auto,
+            chunk_seconds: None,
             max_video_size: 10 * 1024 * 1024 * 1024,
             max_duration: 4 * 3600,
             scratch_dir: std::env::temp_dir(),

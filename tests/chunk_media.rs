@@ -66,17 +66,6 @@ fn segments(dir: &Path, extension: &str) -> Vec<String> {
     names
 }
 
-/// The bytes of the `avcC` box (SPS and PPS) of an init segment.
-fn avcc(path: &Path) -> Vec<u8> {
-    let b = std::fs::read(path).unwrap();
-    let at = b
-        .windows(4)
-        .position(|w| w == b"avcC")
-        .expect("an avcC box");
-    let size = u32::from_be_bytes(b[at - 4..at].try_into().unwrap()) as usize;
-    b[at..at - 4 + size].to_vec()
-}
-
 fn clip(ws: &Workspace) -> std::path::PathBuf {
     let clip = ws.path().join("clip.mp4");
     // Source key frames every 1.5 s: no chunk start falls on one, so each part decodes a
@@ -180,20 +169,4 @@ fn ts_parts_continue_the_timestamps() {
             b.start()
         );
     }
-}
-
-fn tfdt(path: &Path) -> Vec<u64> {
-    let b = std::fs::read(path).unwrap();
-    b.windows(4)
-        .enumerate()
-        .filter(|(_, w)| w == b"tfdt")
-        .map(|(i, _)| {
-            let v = b[i + 4];
-            if v == 1 {
-                u64::from_be_bytes(b[i + 8..i + 16].try_into().unwrap())
-            } else {
-                u64::from(u32::from_be_bytes(b[i + 8..i + 12].try_into().unwrap()))
-            }
-        })
-        .collect()
 }

@@ -230,7 +230,10 @@ impl Early {
 /// segments it lists (the muxer's may not). The muxer may be rewriting the file: a
 /// torn read loses only its last line, which then names nothing published.
 fn published_part(folder: &Path, published: &HashMap<PathBuf, u64>) -> Option<(String, usize)> {
-    let text = std::fs::read_to_string(folder.join(PLAYLIST)).ok()?;
+    let text = match super::units::assembled(folder, u32::MAX) {
+        Some((text, _)) => text, // made in parts
+        None => std::fs::read_to_string(folder.join(PLAYLIST)).ok()?,
+    };
     if !text.starts_with("#EXTM3U") {
         return None;
     }

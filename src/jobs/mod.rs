@@ -21,6 +21,7 @@ pub mod scheduler;
 pub mod scratch;
 pub mod status;
 pub mod tracker;
+mod units;
 pub mod watchdog;
 
 pub use registry::{AdmitError, Admitted, Jobs};

@@ -9,7 +9,8 @@ use crate::media::filters::output_frame_rate;
 use crate::media::gop_frames;
 use crate::media::ladder::{self, Tier, VideoRendition};
 use crate::media::master::{AudioVariant, VideoVariant};
-use crate::media::mux::{PLAYLIST, SegmentType};
+use crate::media::mux::{PLAYLIST, SegmentType, segment_frames};
+use crate::media::pass::FrameRange;
 use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
 
@@ -29,6 +30,24 @@ pub struct Plan {
     /// GOP, segment type and length, audio bit rate. Renditions made under another string do
     /// not fit in one master with these (status.json keeps it for the next run to compare).
     pub encoding: String,
+    /// Output frames per video segment.
+    segment_frames: u64,
+    /// `CHUNK_SECONDS` (see [`default_chunk_seconds`] when unset).
+    chunk_seconds: Option<u32>,
+}
+
+/// Chunk length of a tier when `CHUNK_SECONDS` is unset: about 4 minutes of work for one unit
+/// on a 4-vCPU instance, from the worst case of each tier, a 2160p source (its decode dominates
+/// the low tiers). On this project's 2-core machine a 1080p source's ≤480p tier encodes at
+/// about 2.5× real time and its 720p/1080p tier at about 2×; a 2160p source decodes 4× the
+/// pixels, so with twice the cores about 1× for the first two tiers, and its 1440p/2160p tier
+/// at about 0.2×: 240, 120 (two renditions at up to 1080p share the decode) and 48 s.
+pub fn default_chunk_seconds(tier: Tier) -> u32 {
+    match tier {
+        Tier::Critical => 240,
+        Tier::Standard => 120,
+        Tier::Premium => 48,
+    }
 }
 
 impl Plan {
@@ -76,7 +95,44 @@ impl Plan {
             fps,
             done,
             encoding: encoding(settings, fps),
+            segment_frames: u64::from(segment_frames(fps, settings.segment_seconds)),
+            chunk_seconds: settings.chunk_seconds,
         }
+    }
+
+    /// The time chunks the video renditions of a pass at `tier` are made in: whole segments
+    /// each, covering every output frame; one chunk (`None`: the whole length) when the video
+    /// fits in one or chunking is off.
+    pub fn chunks(&self, tier: Tier) -> Vec<Option<FrameRange>> {
+        let total = self
+            .statuses
+            .iter()
+            .find(|s| s.kind == RenditionKind::Video)
+            .map_or(0, |s| s.frames_expected);
+        let seconds = self
+            .chunk_seconds
+            .unwrap_or_else(|| default_chunk_seconds(tier));
+        let segment_seconds = self.segment_frames as f64 / f64::from(self.fps);
+        let segments = (f64::from(seconds) / segment_seconds).round().max(1.0) as u64;
+        let size = segments * self.segment_frames;
+        if seconds == 0 || total <= size {
+            return vec![None];
+        }
+        let count = total.div_ceil(size);
+        (0..count)
+            .map(|k| {
+                Some(FrameRange {
+                    index: k as u32,
+                    start: k * size,
+                    // The last runs to the end of the source, as a single run does.
+                    end: if k + 1 == count {
+                        u64::MAX
+                    } else {
+                        (k + 1) * size
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Takes over renditions an earlier run of the same source published (`kept`, all ready),

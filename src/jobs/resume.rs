@@ -17,17 +17,18 @@ impl Job<'_> {
     /// Keeps what an earlier unfinished or partial run of the same source published and still
     /// exists, when it was made under the same encoding settings as `plan` (a redeploy may have
     /// changed segment type or length, preset or frame rate: one master must not mix them).
+    /// True if the earlier run's unit markers may be kept too (same source and settings).
     pub(super) async fn resume(
         &self,
         previous: Option<&JobStatus>,
         plan: &mut Plan,
         finished: &mut Finished,
-    ) {
+    ) -> bool {
         let Some(previous) = self.same_source(previous) else {
-            return;
+            return false;
         };
         if previous.state == JobState::Ready {
-            return;
+            return false;
         }
         if previous.encoding.as_deref() != Some(plan.encoding.as_str()) {
             if previous.playable {
@@ -38,7 +39,7 @@ impl Job<'_> {
                 );
                 self.withdraw_master().await;
             }
-            return;
+            return false;
         }
         let mut kept: Vec<RenditionStatus> = Vec::new();
         for r in &previous.renditions {
@@ -60,6 +61,7 @@ impl Job<'_> {
             self.tracker
                 .update(|s| s.timestamps.first_playable = first_playable);
         }
+        true
     }
 
     /// Deletes the earlier master playlist, whose renditions this run rewrites under other

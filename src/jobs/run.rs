@@ -25,12 +25,13 @@ use super::scheduler;
 use super::scratch;
 use super::status::{JobState, JobStatus, RenditionState};
 use super::tracker::Tracker;
+use super::units::Book;
 use super::watchdog::{self, Stopped};
 use crate::config::{DecodePlan, TranscodeSettings};
 use crate::media;
 use crate::media::input::Origin;
 use crate::media::mux::Segmenting;
-use crate::media::pass::{AudioTarget, DamagedPackets, PassSpec, VideoTarget};
+use crate::media::pass::{AudioTarget, DamagedPackets, FrameRange, PassSpec, VideoTarget};
 use crate::media::playlist::Rates;
 use crate::media::source::SourceInfo;
 use crate::storage::Store;
@@ -199,14 +200,16 @@ impl Job<'_> {
         self.tracker
             .update(|s| s.encoding = Some(plan.encoding.clone()));
         let mut finished = Finished::default();
-        self.resume(previous, &mut plan, &mut finished).await;
+        let resuming = self.resume(previous, &mut plan, &mut finished).await;
         {
             let mut board = self.board.lock().await;
             board.plan(plan.video_count(), plan.videos.iter().any(Option::is_none));
             board.finished = finished;
         }
 
-        let encoded = self.encode_all(&info, &plan, scratch.path()).await;
+        let encoded = self
+            .encode_all(&info, &plan, scratch.path(), resuming)
+            .await;
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
         self.finish(&info).await
@@ -217,6 +220,7 @@ impl Job<'_> {
         info: &SourceInfo,
         plan: &Plan,
         scratch: &Path,
+        resuming: bool,
     ) -> Result<(), JobEnd> {
         let counters = self.tracker.set_renditions(plan.statuses.clone());
         self.publish_master(Vec::new()).await?;
@@ -229,50 +233,34 @@ impl Job<'_> {
                 to_encode <= scheduler.capacity() && scheduler.idle_encoders() >= to_encode
             }
         };
-        for members in plan.passes(merge) {
-            let encoders = members
+        let units = plan.units(merge);
+        let book = Book::new(plan, resuming);
+        let results = futures_util::future::join_all(
+            units
                 .iter()
-                .filter(|&&i| plan.videos[i].is_some())
-                .count();
-            let tier = members
-                .iter()
-                .map(|&i| plan.statuses[i].tier)
-                .min()
-                .expect("a pass has members");
-            let grant = tokio::select! {
-                grant = scheduler.acquire(tier, encoders, pass_memory(info, plan, &members)) => grant,
-                () = self.cancel.cancelled() => return Err(JobEnd::interrupted()),
-            };
-            let _grant = match grant {
-                Ok(grant) => grant,
-                Err(reason) => {
-                    for &i in &members {
-                        self.fail_rendition(plan, i, &reason, scratch);
-                    }
-                    continue;
-                }
-            };
-            let cancelled = self
-                .encode_pass(info, plan, &members, &counters, scratch)
-                .await?;
-            if cancelled {
+                .map(|unit| self.run_unit(info, plan, unit, &book, &counters, scratch)),
+        )
+        .await;
+        for result in results {
+            if result? {
                 return Err(JobEnd::interrupted());
             }
         }
         Ok(())
     }
 
-    /// Encodes the renditions `members` of `plan` in one decode, publishes each that finishes,
-    /// rewrites the master playlist over them, then marks them ready; true if the job was
-    /// cancelled meanwhile.
-    async fn encode_pass(
+    /// Encodes the renditions `members` of `plan` (the chunk `range` of their video, or all of
+    /// it) in one decode, publishing segments as they come; returns each member's result (the
+    /// video's codecs string) and the pass's wall seconds.
+    pub(super) async fn encode_pass(
         &self,
         info: &SourceInfo,
         plan: &Plan,
         members: &[usize],
         counters: &[Arc<std::sync::atomic::AtomicU64>],
         scratch: &Path,
-    ) -> Result<bool, JobEnd> {
+        range: Option<FrameRange>,
+    ) -> Result<(PassResults, f64), JobEnd> {
         let now = Utc::now();
         self.tracker.update(|s| {
             for &i in members {
@@ -319,7 +307,7 @@ impl Job<'_> {
             encoder_threads: settings.encoder_threads as usize,
             rate_control: settings.rate_control,
             cancel: Arc::new(AtomicBool::new(false)),
-            frames: None,
+            frames: range,
         };
         let (mut video_members, mut audio_member) = (Vec::new(), None);
         for &i in members {
@@ -369,7 +357,19 @@ impl Job<'_> {
             .into_iter()
             .zip(outcome.video.into_iter().map(|r| r.map(Some)))
             .chain(audio_member.zip(outcome.audio.map(|r| r.map(|()| None))));
-        let results: Vec<_> = results.collect();
+        Ok((results.collect(), seconds))
+    }
+
+    /// Publishes the renditions a pass finished (`results`): republishes the master first if
+    /// it names one below its final peak, publishes each (or records its failure), then the
+    /// master over them; true if the job was cancelled meanwhile.
+    pub(super) async fn conclude(
+        &self,
+        plan: &Plan,
+        results: PassResults,
+        seconds: f64,
+        scratch: &Path,
+    ) -> Result<bool, JobEnd> {
         let finals = results
             .iter()
             .filter_map(|(i, r)| Some((*i, r.as_ref().ok()?.as_deref())));
@@ -387,8 +387,11 @@ impl Job<'_> {
     }
 }
 
+/// Each member of a pass with its result: the video's codecs string, `None` for the audio.
+pub(super) type PassResults = Vec<(usize, Result<Option<String>, crate::media::MediaError>)>;
+
 /// The memory guard's estimate for a pass: one decoder of the source plus each video encoder.
-fn pass_memory(info: &SourceInfo, plan: &Plan, members: &[usize]) -> u64 {
+pub(super) fn pass_memory(info: &SourceInfo, plan: &Plan, members: &[usize]) -> u64 {
     let decoder = info.video.as_ref().map_or(16 << 20, |v| {
         scheduler::decoder_bytes(v.coded_width, v.coded_height)
     });

@@ -72,7 +72,7 @@ impl VideoDecode {
             info: spec.info.video.clone().expect("video stream probed"),
             frames: spec
                 .frames
-                .map_or(0..i64::MAX, |r| r.start as i64..r.end as i64),
+                .map_or(0..i64::MAX, |r| clamp(r.start)..clamp(r.end)),
             past_end: false,
         })
     }
@@ -184,4 +184,8 @@ impl VideoDecode {
         (decoded + tolerance < expected)
             .then(|| format!("video stops at {decoded:.1} s of {expected:.1} s"))
     }
+}
+
+fn clamp(frame: u64) -> i64 {
+    i64::try_from(frame).unwrap_or(i64::MAX)
 }

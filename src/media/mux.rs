@@ -238,6 +238,22 @@ impl HlsOutput {
         let text = std::fs::read_to_string(&path)?;
         let text = text.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD");
         std::fs::write(&path, super::playlist::with_target_duration(&text))?;
+        if self.part.is_some() {
+            // A part's last segment is complete now: published before the rendition's end,
+            // the playlist can grow past it.
+            self.hand_over_finished();
+            let last = self.dir.join(segment_name(self.kind, self.next_segment));
+            let init = self.dir.join(INIT_SEGMENT);
+            if let (Some(on_segment), true) = (&self.on_segment, last.exists()) {
+                let first = self
+                    .part
+                    .is_some_and(|p| p.index == 0 && p.first_segment == self.next_segment);
+                if first && init.exists() {
+                    on_segment(&init);
+                }
+                on_segment(&last);
+            }
+        }
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod events; // Google's event shapes for /transcode: Pub/Sub push, CloudEvent
 mod ffprobe; // running ffprobe, decoded packets/frames, the source
 mod gcs; // a real Cloud Storage emulator (fake-gcs-server) on a loopback address
 mod hls; // master and media playlists, peak/average bit rates
+mod mp4; // fMP4 boxes: decode times, codec configuration
 mod prometheus; // the Prometheus text format, scraping /metrics
 mod renditions; // one video or audio rendition and its segments
 mod server; // the service in-process (spawn_app) or as a process, and an HTTP client
@@ -32,6 +33,8 @@ pub use ffprobe::*;
 pub use gcs::*;
 #[allow(unused_imports)]
 pub use hls::*;
+#[allow(unused_imports)]
+pub use mp4::*;
 #[allow(unused_imports)]
 pub use prometheus::*;
 #[allow(unused_imports)]
