@@ -271,6 +271,11 @@ cmd_deploy() {
     fi
   } >"$rendered"
   echo "deploy.sh: revision $REVISION of $IMAGE; traffic: ${serving:-none} 100 %, canary 0 %" >&2
+  # POST /upload-url signs the input bucket's upload URLs with IAM signBlob as the runtime
+  # account itself (no key file): that needs Token Creator on its own account. Idempotent.
+  run gcloud iam service-accounts add-iam-policy-binding "$RUNTIME_SA" \
+    --member "serviceAccount:$RUNTIME_SA" --role roles/iam.serviceAccountTokenCreator \
+    --project "$PROJECT_ID" --condition None --quiet
   run gcloud run services replace "$rendered" "${region_flags[@]}"
   if [[ $dry_run == 1 ]]; then
     sed -n '/^  traffic:/,$p' "$rendered" >&2

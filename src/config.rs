@@ -202,6 +202,11 @@ pub struct ServeSettings {
     )]
     pub hls_js_url: String,
 
+    /// Seconds a direct-upload URL from `POST /upload-url` stays valid (Cloud Storage's V4
+    /// signed URLs allow at most 7 days).
+    #[arg(long, env = "UPLOAD_URL_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub upload_url_ttl: u64,
+
     /// Google Cloud project, to link request logs to Cloud Trace.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
     pub google_cloud_project: Option<String>,

@@ -85,6 +85,7 @@ pub async fn serve(
         public_base_url,
         metrics: metrics_handle(),
         readiness: Arc::default(),
+        upload_signer: Arc::default(),
     };
 
     let stop = CancellationToken::new();

@@ -232,7 +232,7 @@ pub async fn require(State(guard): State<Guard>, request: Request, next: Next) -
 
 /// Reads and drops what the refused client is still sending (up to a cap), so an HTTP/1.1
 /// client in the middle of an upload reads its 401 instead of a broken pipe.
-fn drain(body: Body) {
+pub(in crate::api) fn drain(body: Body) {
     tokio::spawn(async move {
         let mut stream = body.into_data_stream();
         let mut left = DRAIN_BYTES;

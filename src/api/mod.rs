@@ -2,6 +2,7 @@
 //! touches ffmpeg; `jobs` does the work.
 
 pub mod auth;
+mod direct;
 mod error;
 mod observe;
 mod player;
@@ -15,10 +16,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+pub use direct::{PendingUpload, UploadSigner};
 pub use error::ApiError;
 
 use crate::config::ServeSettings;
@@ -36,6 +38,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `/readyz`'s store and disk checks, shared by every call.
     pub readiness: Arc<readiness::Readiness>,
+    /// Signs the URLs of direct uploads to this service (a local input store; a bucket signs
+    /// its own), its key read from the store, or made there, on first use.
+    pub upload_signer: Arc<tokio::sync::OnceCell<UploadSigner>>,
 }
 
 impl AppState {
@@ -63,6 +68,14 @@ pub fn router(state: AppState) -> Router {
             post(upload::upload)
                 .layer(DefaultBodyLimit::disable())
                 .route_layer(guard(auth::Route::Upload)),
+        )
+        .route(
+            "/upload-url",
+            post(direct::create).route_layer(guard(auth::Route::Upload)),
+        )
+        .route(
+            "/upload-url/{videoId}",
+            put(direct::receive).layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/transcode",

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{Accepted, ApiError, AppState, upload};
+use super::{Accepted, ApiError, AppState, PendingUpload, upload};
 use crate::jobs::{Admitted, JobRequest, Source, validate_video_id};
 use crate::storage::validate_key;
 
@@ -53,6 +53,15 @@ pub async fn transcode(
             }
         }
     }
+    if PendingUpload::is_record(&trigger.input_path) {
+        return Ok(ignored(format!(
+            "`{}` records a direct upload; it is not a source",
+            trigger.input_path
+        )));
+    }
+    // A direct upload's finalize event: the uploader's metadata was kept beside the object.
+    let metadata =
+        PendingUpload::metadata_for(&state, &trigger.video_id, &trigger.input_path).await;
     let probe = upload::probe_local(&state, &trigger.input_path).await;
     let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {
@@ -62,7 +71,7 @@ pub async fn transcode(
             key: trigger.input_path,
         },
         output: state.output().clone(),
-        metadata: None,
+        metadata,
         probe,
     };
     let (code, status) = match state.jobs.submit(request).await? {

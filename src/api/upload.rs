@@ -20,7 +20,7 @@ use crate::media::source::SourceInfo;
 use crate::storage::StoreObject;
 
 /// Largest `metadata` part.
-const MAX_METADATA_BYTES: usize = 64 * 1024;
+pub(super) const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Room for multipart framing and the metadata part beyond the file itself.
 const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 
@@ -125,7 +125,17 @@ async fn receive(
     };
     metrics::counter!("transcoder_upload_bytes_total").increment(size);
     tracing::info!(%video_id, size, key = %key, "upload stored");
+    start_stored(state, video_id, key, metadata).await
+}
 
+/// Queues the job for an upload just stored as `key` (202), or removes it if the job cannot be
+/// queued.
+pub(in crate::api) async fn start_stored(
+    state: &AppState,
+    video_id: String,
+    key: String,
+    metadata: Option<serde_json::Value>,
+) -> Result<Response, ApiError> {
     // Probed where it lies (a bucket's object by ranged reads, never copied into scratch).
     let probe = probe_stored(state, &key).await;
     let duration = probe.as_ref().map(|p| p.duration_seconds);
@@ -222,7 +232,7 @@ async fn read_metadata(mut field: Field<'_>) -> Result<serde_json::Value, ApiErr
 
 /// The uploaded file's name made safe for an object name: path-like or control characters are
 /// refused (400), anything else outside `[A-Za-z0-9._-]` becomes `_`.
-fn safe_file_name(name: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn safe_file_name(name: Option<&str>) -> Result<String, ApiError> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok("upload".into());
     };

@@ -16,13 +16,16 @@ use google_cloud_storage::model_ext::ReadRange;
 use google_cloud_storage::streaming_source::{Payload, StreamingSource};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, ObjectMeta, Store, StoreError, Version, validate_key};
+use super::{
+    ByteStream, ObjectMeta, SignedUpload, Store, StoreError, UploadTerms, Version, validate_key,
+};
 use limited::Limited;
 use retry::LoggedRetries;
 
 mod json_api;
 mod limited;
 mod retry;
+mod signed;
 
 const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 
@@ -47,6 +50,8 @@ pub struct GcsStore {
     prefix: String,
     /// How long a direct JSON API call keeps retrying (the client's calls have their own policy).
     retry_budget: Duration,
+    /// Signs direct-upload URLs; `Err` says why this instance cannot (asked only then).
+    signer: Result<google_cloud_auth::signer::Signer, String>,
 }
 
 impl GcsStore {
@@ -88,6 +93,7 @@ impl GcsStore {
             bucket,
             prefix,
             retry_budget: options.retry_budget,
+            signer: signed::default_signer(),
         })
     }
 
@@ -339,6 +345,14 @@ impl Store for GcsStore {
 
     async fn check_writable(&self) -> Result<(), StoreError> {
         self.put(".ready", Bytes::from_static(b"ok")).await
+    }
+
+    async fn signed_upload(
+        &self,
+        key: &str,
+        terms: &UploadTerms,
+    ) -> Result<Option<SignedUpload>, StoreError> {
+        self.sign_upload(key, terms).await.map(Some)
     }
 }
 

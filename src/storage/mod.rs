@@ -78,6 +78,23 @@ impl ObjectMeta {
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+/// What a direct upload may send: one PUT of at most `max_bytes` with this Content-Type, until
+/// `valid_for` has passed.
+#[derive(Clone, Debug)]
+pub struct UploadTerms {
+    pub content_type: String,
+    pub max_bytes: u64,
+    pub valid_for: std::time::Duration,
+}
+
+/// A signed request a client makes to put an object straight into the store: PUT `url` with
+/// exactly these headers (they are part of the signature).
+#[derive(Clone, Debug)]
+pub struct SignedUpload {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
 /// A chunked body for `put_stream`; an error item aborts the write.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
@@ -135,6 +152,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Removes `key`; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// A URL that lets a client PUT `key` into the store itself, without passing through the
+    /// service (a bucket's V4 signed URL). `None`: the store has none (a local folder), and the
+    /// service takes the upload itself.
+    async fn signed_upload(
+        &self,
+        _key: &str,
+        _terms: &UploadTerms,
+    ) -> Result<Option<SignedUpload>, StoreError> {
+        Ok(None)
+    }
 
     /// Proves the store takes writes (for readiness).
     async fn check_writable(&self) -> Result<(), StoreError>;

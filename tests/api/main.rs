@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod direct; // direct uploads to a signed URL (local store)
 mod errors; // bad requests, 413 and 429
 mod observability; // metrics, readiness and health
 mod support; // helpers these modules share

@@ -124,7 +124,16 @@ fn deploy_makes_a_canary_with_no_traffic_and_smoke_tests_its_tag_url() {
         &format!("{canary}/transcode"),
     ]);
     let poll = run.position(&["curl", &format!("{canary}/video-status/smoke-0123abcd-r1")]);
-    let order = [replace, token, ready, clip, copy, trigger, poll];
+    // Direct uploads: the runtime account signs the bucket's upload URLs through IAM signBlob,
+    // which needs Token Creator on itself.
+    let runtime = "video-transcoder@acme-video.iam.gserviceaccount.com";
+    let sign_blob = run.position(&[
+        &format!("gcloud iam service-accounts add-iam-policy-binding {runtime}"),
+        &format!("--member serviceAccount:{runtime}"),
+        "--role roles/iam.serviceAccountTokenCreator",
+        "--project acme-video",
+    ]);
+    let order = [sign_blob, replace, token, ready, clip, copy, trigger, poll];
     assert!(order.is_sorted(), "{order:?}:\n{}", run.stderr);
     assert!(run.stderr.contains("smoke job smoke-0123abcd-r1: ready"));
     // The bearer token is never printed.

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod direct; // signed URLs: PUT into the input bucket, finalize event, ready
 mod events; // object events on a prefixed input store; a ready video stays ready
 mod faults; // the emulator stopped mid-job, missing and oversized sources
 mod instances; // two server processes, one trigger; resume from the bucket's status.json

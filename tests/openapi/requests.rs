@@ -202,3 +202,90 @@ async fn upload_accepts_exactly_the_parts_the_document_allows() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// `POST /upload-url` takes `{fileName, contentType, sizeBytes, metadata?}` and nothing else,
+/// with the file name, content type and size rules the document states (sizes up to
+/// `MAX_VIDEO_SIZE`, which only the service knows, aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_url_accepts_exactly_the_requests_the_document_allows() {
+    let doc = document();
+    let schema = &doc["paths"]["/upload-url"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    let ws = Workspace::new("openapi_upload_url");
+    let server = ServerProcess::start(ws.path(), &[]);
+    let base = json!({"fileName": "clip.mp4", "contentType": "video/mp4", "sizeBytes": 1000});
+    let with = |name: &str, value: Value| {
+        let mut body = base.clone();
+        match value {
+            Value::Null if name.starts_with('-') => {
+                body.as_object_mut().unwrap().remove(&name[1..]);
+            }
+            value => body[name] = value,
+        }
+        body
+    };
+    let cases: Vec<(&str, Value, bool)> = vec![
+        ("the three members", base.clone(), true),
+        ("metadata", with("metadata", json!({"title": "t"})), true),
+        ("metadata null", with("metadata", Value::Null), false),
+        ("metadata an array", with("metadata", json!([1])), false),
+        ("no fileName", with("-fileName", Value::Null), false),
+        ("an unknown member", with("title", json!("t")), false),
+        ("sizeBytes 0", with("sizeBytes", json!(0)), false),
+        ("sizeBytes -1", with("sizeBytes", json!(-1)), false),
+        ("sizeBytes 1.5", with("sizeBytes", json!(1.5)), false),
+        (
+            "sizeBytes a string",
+            with("sizeBytes", json!("1000")),
+            false,
+        ),
+        (
+            "octet-stream",
+            with("contentType", json!("application/octet-stream")),
+            true,
+        ),
+        (
+            "video/x-matroska",
+            with("contentType", json!("video/x-matroska")),
+            true,
+        ),
+        ("text/html", with("contentType", json!("text/html")), false),
+        ("video/ alone", with("contentType", json!("video/")), false),
+        (
+            "a name with spaces",
+            with("fileName", json!("My clip (1).mp4")),
+            true,
+        ),
+        ("an empty name", with("fileName", json!("")), false),
+        ("a hidden name", with("fileName", json!(".clip.mp4")), false),
+        ("a path", with("fileName", json!("a/b.mp4")), false),
+        ("a backslash", with("fileName", json!("a\\b.mp4")), false),
+        (
+            "a C1 control",
+            with("fileName", json!("a\u{85}b.mp4")),
+            false,
+        ),
+    ];
+    let mut found = Vec::new();
+    for (what, body, intended) in &cases {
+        let response = server
+            .api
+            .http
+            .post(server.api.url("/upload-url"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let answer = Answer::read(response).await;
+        let allows = allowed(&doc, schema, body);
+        found.extend(disagreements(
+            &doc,
+            what,
+            *intended,
+            allows,
+            "/upload-url",
+            &answer,
+        ));
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
