@@ -37,7 +37,9 @@ fn psnr_per_frame(ws: &Workspace, playlist: &Path, source: &Path, size: (u32, u3
         .unwrap()
         .lines()
         .map(|line| {
-            let y = line.split_whitespace().find_map(|f| f.strip_prefix("psnr_y:"));
+            let y = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("psnr_y:"));
             match y.unwrap() {
                 "inf" => 100.0,
                 y => y.parse().unwrap(),
@@ -64,8 +66,14 @@ fn a_chunked_video_matches_one_run_frame_for_frame() {
     }
     let manifest = |run: &Run| run.out_dir.join("videos/v/manifest");
     let markers = chunked.out_dir.join("videos/v/units");
-    assert!(markers.join("1080p-7.json").exists(), "one marker per chunk");
-    assert!(!markers.join("1080p-8.json").exists(), "120 s in 16 s chunks: 8");
+    assert!(
+        markers.join("1080p-7.json").exists(),
+        "one marker per chunk"
+    );
+    assert!(
+        !markers.join("1080p-8.json").exists(),
+        "120 s in 16 s chunks: 8"
+    );
     let master = MasterPlaylist::read(&manifest(&chunked).join("master.m3u8"));
     assert_eq!(master.variants.len(), 5, "{}", master.text);
     for variant in &master.variants {
@@ -80,7 +88,8 @@ fn a_chunked_video_matches_one_run_frame_for_frame() {
         assert_eq!(parts.map.as_deref(), Some("init.mp4"), "{name}: one init");
         let uris = |p: &MediaPlaylist| -> Vec<(String, String)> {
             let list = p.segments.iter();
-            list.map(|s| (s.uri.clone(), format!("{:.6}", s.duration))).collect()
+            list.map(|s| (s.uri.clone(), format!("{:.6}", s.duration)))
+                .collect()
         };
         assert_eq!(uris(&parts), uris(&one), "{name}: the same segments");
         let dir = parts.dir();
@@ -111,4 +120,84 @@ fn a_chunked_video_matches_one_run_frame_for_frame() {
             );
         }
     }
+}
+
+/// Modification times of the files in `dir`, by name.
+fn mtimes(dir: &Path) -> std::collections::BTreeMap<String, std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let name = e.file_name().into_string().unwrap();
+            (name, e.metadata().unwrap().modified().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_chunked_job_encodes_only_the_chunks_it_had_not_finished() {
+    let ws = Workspace::new("chunks_resume");
+    let source = ws.clip("source.mp4", 1280, 720, 40.0, true);
+    let out = ws.subdir("out");
+    let args = |cmd: &mut std::process::Command| {
+        cmd.arg("transcode")
+            .arg(&source)
+            .args(["--out", out.to_str().unwrap(), "--id", "v"])
+            .args(["--chunk-seconds", "8", "--max-parallel-encodes", "2"])
+            .env("TMPDIR", ws.subdir("tmp"))
+            .env("RUST_LOG", "info");
+    };
+    let units = out.join("videos/v/units");
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_video-transcoder"));
+    args(&mut first);
+    let mut child = first
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Stopped while the 720p rendition's fourth chunk (of five) encodes.
+    while !units.join("720p-2.json").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be stopped"
+        );
+        assert!(
+            started.elapsed().as_secs() < 600,
+            "720p chunk 2 never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap(); // exits non-zero: the job did not finish
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("videos/v/status.json")).unwrap()).unwrap();
+    assert_eq!(status["state"], "interrupted", "{status:#}");
+    assert!(
+        !units.join("720p-4.json").exists(),
+        "stopped before the last chunk"
+    );
+    let kept = mtimes(&units);
+
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_video-transcoder"));
+    args(&mut second);
+    let run = second.output().unwrap();
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{log}");
+    let after = mtimes(&units);
+    for (name, time) in &kept {
+        assert_eq!(after.get(name), Some(time), "{name} was made again:\n{log}");
+    }
+    assert!(after.contains_key("720p-4.json"), "{after:?}");
+    assert!(
+        after.len() > kept.len(),
+        "the missing chunks were encoded: {after:?}"
+    );
+    assert!(log.contains("resuming: chunk kept"), "{log}");
+    let playlist = out.join("videos/v/manifest/720p/index.m3u8");
+    let frames = decode(&playlist, "v:0").frames.len();
+    assert_eq!(frames, 1200, "40 s at 30 fps, joined from both runs");
+    let master = MasterPlaylist::read(&out.join("videos/v/manifest/master.m3u8"));
+    assert_eq!(master.variants.len(), 5, "{}", master.text);
 }

@@ -230,7 +230,7 @@ impl Early {
 /// segments it lists (the muxer's may not). The muxer may be rewriting the file: a
 /// torn read loses only its last line, which then names nothing published.
 fn published_part(folder: &Path, published: &HashMap<PathBuf, u64>) -> Option<(String, usize)> {
-    let text = match super::units::assembled(folder, u32::MAX) {
+    let text = match super::assembly::assembled(folder, u32::MAX) {
         Some((text, _)) => text, // made in parts
         None => std::fs::read_to_string(folder.join(PLAYLIST)).ok()?,
     };

@@ -1,11 +1,13 @@
 //! Job lifecycle: plan renditions, schedule decode passes on the shared encode pool, publish
 //! HLS from each rendition's first segments on, and keep status.json honest throughout.
 
+mod assembly;
 pub mod claim;
 pub mod cost;
 mod download;
 mod early;
 mod fetch;
+mod markers;
 mod outcome;
 pub mod plan;
 mod progressive;

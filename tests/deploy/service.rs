@@ -19,6 +19,10 @@ const NOT_SET_IN_PRODUCTION: &[(&str, &str)] = &[
         "a Cloud Storage emulator's address, for tests only",
     ),
     (
+        "CHUNK_SECONDS",
+        "unset in production: each tier takes its own default chunk length (jobs::plan)",
+    ),
+    (
         "OIDC_JWKS_URL",
         "tests point it at their own keys; production uses the default, Google's",
     ),
