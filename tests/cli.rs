@@ -194,6 +194,18 @@ fn rotated_source_is_output_upright() {
         got.signum() == want.signum() && got.abs() > 100.0,
         "output rotated the wrong way: top-bottom {got:.0}, source shows {want:.0}"
     );
+
+    // Made in 2 s chunks, the second chunk's picture is upright too.
+    let chunked = &["--chunk-seconds", "2", "--segment-seconds", "2"];
+    let run = ws.transcode(&src, "chunked", Some("rotated"), chunked);
+    run.assert_success();
+    let playlist = MediaPlaylist::read(&run.manifest_dir().join("360p/index.m3u8"));
+    let second = playlist.probeable_segment(1, &scratch);
+    let got = top_minus_bottom(&second);
+    assert!(
+        got.signum() == want.signum() && got.abs() > 100.0,
+        "chunk 1 rotated the wrong way: top-bottom {got:.0}, source shows {want:.0}"
+    );
 }
 
 #[test]

@@ -56,12 +56,17 @@ fn interlaced_source_is_deinterlaced() {
     let run = ws.transcode(&src, "out", Some("interlaced"), &[]);
     let hls = check_ready(&ws, &run, &source, SegmentType::Fmp4);
     assert_eq!(hls.status["source"]["video"]["interlaced"], true);
-    let out = variant_stream(&run, "480p");
-    assert!(
-        matches!(out["field_order"].as_str(), None | Some("progressive")),
-        "output must be progressive: {}",
-        out["field_order"]
-    );
+    let chunked = ws.transcode(&src, "chunked", Some("interlaced"), CHUNKED);
+    chunked.assert_success();
+    for run in [&run, &chunked] {
+        let out = variant_stream(run, "480p");
+        assert!(
+            matches!(out["field_order"].as_str(), None | Some("progressive")),
+            "output must be progressive: {}",
+            out["field_order"]
+        );
+    }
+    assert_eq!(decode_count(&chunked, "480p"), decode_count(&run, "480p"));
 }
 
 #[test]
@@ -82,8 +87,24 @@ fn variable_frame_rate_becomes_constant() {
         .get("FRAME-RATE")
         .expect("FRAME-RATE");
     assert_eq!(fps, "30.000", "the base rate, not the average");
-    let out = variant_stream(&run, "360p");
-    assert_eq!(out["avg_frame_rate"], out["r_frame_rate"], "constant rate");
+    let chunked = ws.transcode(&src, "chunked", Some("vfr"), CHUNKED);
+    chunked.assert_success();
+    for run in [&run, &chunked] {
+        let out = variant_stream(run, "360p");
+        assert_eq!(out["avg_frame_rate"], out["r_frame_rate"], "constant rate");
+    }
+    // 60 frames in 2 s, then 60 at 15 fps: about 6 s at 30 fps, the same frames chunked.
+    assert_eq!(decode_count(&run, "360p"), 179);
+    assert_eq!(decode_count(&chunked, "360p"), 179, "made in 2 s chunks");
+}
+
+/// Time chunks of one 2 s segment each: a few-second source is made in several parts.
+const CHUNKED: &[&str] = &["--chunk-seconds", "2", "--segment-seconds", "2"];
+
+/// Frames of a rendition, decoded.
+fn decode_count(run: &Run, name: &str) -> usize {
+    let playlist = run.manifest_dir().join(name).join("index.m3u8");
+    decode(&playlist, "v:0").frames.len()
 }
 
 #[test]
@@ -407,10 +428,17 @@ fn audio_and_video_of_different_lengths_come_out_equally_long() {
             4.0,
         ),
     ];
-    for (name, args, seconds) in cases {
+    for ((name, args, seconds), extra) in cases
+        .iter()
+        .flat_map(|case| [(case, &[][..]), (case, CHUNKED)])
+    {
+        let (name, seconds) = (*name, *seconds);
         let src = ws.path().join(name);
-        make(&src, &args);
-        let run = ws.transcode(&src, &format!("out-{name}"), Some("av"), &[]);
+        if !src.exists() {
+            make(&src, args);
+        }
+        let out = format!("out-{name}-{}", extra.len());
+        let run = ws.transcode(&src, &out, Some("av"), extra);
         run.assert_success();
         let status = run.status();
         for r in status["renditions"].as_array().unwrap() {
@@ -418,7 +446,7 @@ fn audio_and_video_of_different_lengths_come_out_equally_long() {
             let listed = MediaPlaylist::read(&playlist).total_duration();
             assert!(
                 (listed - seconds).abs() < 0.1,
-                "{name} {}: {listed} s",
+                "{name} {extra:?} {}: {listed} s",
                 r["name"]
             );
             let select = if r["kind"] == "audio" { "a:0" } else { "v:0" };
