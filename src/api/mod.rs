@@ -1,6 +1,7 @@
 //! HTTP: parses and checks requests, turns them into jobs, and answers from job status. It never
 //! touches ffmpeg; `jobs` does the work.
 
+mod assets;
 pub mod auth;
 mod error;
 mod observe;
@@ -79,7 +80,8 @@ pub fn router(state: AppState) -> Router {
             get(status::metrics).route_layer(guard(auth::Route::Metrics)),
         )
         .route("/openapi.json", get(status::openapi))
-        .route("/player/{id}", get(player::player));
+        .route("/player/{id}", get(player::player))
+        .route("/assets/hls.min.js", get(assets::hls_js));
     if let Some(videos) = videos::local_cdn(state.output().as_ref()) {
         router = router.nest("/videos", videos);
     }

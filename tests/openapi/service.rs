@@ -124,6 +124,15 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
     assert_eq!(last["state"], "ready", "{last:#}");
     let done = api.get(&format!("/video-status/{id}")).await;
     check("/video-status/{id}", "get", &done);
+    for (path, route) in [("/assets/hls.min.js?v=1", "/assets/hls.min.js")] {
+        let answer = api.http.get(api.url(path)).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "{path}");
+        let content_type = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        check_answer(&doc, route, "get", 200, &content_type, &Value::Null);
+    }
     let file = api.get(&format!("/videos/{id}/status.json")).await;
     assert_eq!(file.code, 200);
     check("/videos/{path}", "get", &file);
