@@ -5,6 +5,7 @@ mod assets;
 pub mod auth;
 mod error;
 mod observe;
+mod operator;
 mod player;
 pub mod readiness;
 mod status;
@@ -45,7 +46,7 @@ impl AppState {
     }
 }
 
-/// Every route of the service; `/upload`, `/transcode`, `/video-status` and `/metrics` behind
+/// Every route of the service; `/upload`, `/transcode`, `/video-status`, `/metrics` and `/jobs` behind
 /// the access checks of `auth` (open when none is configured).
 pub fn router(state: AppState) -> Router {
     let access = Arc::new(auth::Access::new(&state.settings.access));
@@ -78,6 +79,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/metrics",
             get(status::metrics).route_layer(guard(auth::Route::Metrics)),
+        )
+        .route(
+            "/jobs",
+            get(operator::jobs_page).route_layer(guard(auth::Route::Metrics)),
+        )
+        .route(
+            "/jobs.json",
+            get(operator::jobs_json).route_layer(guard(auth::Route::Metrics)),
         )
         .route("/openapi.json", get(status::openapi))
         .route("/player/{id}", get(player::player))

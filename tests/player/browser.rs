@@ -168,6 +168,16 @@ impl Browser {
         self.call("POST", &path, Some(actions)).await;
     }
 
+    /// Sends `headers` with every request the page makes from now on (DevTools'
+    /// `Network.setExtraHTTPHeaders`, as an authenticating proxy in front of the service would).
+    pub async fn send_headers(&self, headers: Value) {
+        let path = format!("/session/{}/goog/cdp/execute", self.session);
+        let enable = json!({"cmd": "Network.enable", "params": {}});
+        self.call("POST", &path, Some(enable)).await;
+        let set = json!({"cmd": "Network.setExtraHTTPHeaders", "params": {"headers": headers}});
+        self.call("POST", &path, Some(set)).await;
+    }
+
     /// Saves a PNG screenshot of the window to `path`.
     pub async fn screenshot(&self, path: &Path) {
         use base64::Engine;
