@@ -22,7 +22,9 @@ RUN mkdir -p /out \
         echo "$lib=$(pkg-config --modversion "$lib")"; \
     done > /out/libav-versions
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# build.rs downloads the pinned hls.js tarball from registry.npmjs.org with curl (in this image)
+# and checks its SHA-512; the binary embeds its dist/hls.min.js for the player page.
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY benches benches
 COPY src src
 RUN cargo build --release --locked --bin video-transcoder \

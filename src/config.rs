@@ -194,13 +194,10 @@ pub struct ServeSettings {
     #[arg(long, env = "MIN_DISK_SPACE", default_value_t = 1 << 30)]
     pub min_disk_space: u64,
 
-    /// Where the player page loads hls.js from.
-    #[arg(
-        long,
-        env = "HLS_JS_URL",
-        default_value = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
-    )]
-    pub hls_js_url: String,
+    /// Where the player page loads hls.js from (default: the pinned copy this service serves at
+    /// `/assets/hls.min.js`, so the page needs no third-party CDN).
+    #[arg(long, env = "HLS_JS_URL")]
+    pub hls_js_url: Option<String>,
 
     /// Seconds a direct-upload URL from `POST /upload-url` stays valid (Cloud Storage's V4
     /// signed URLs allow at most 7 days).

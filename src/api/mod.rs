@@ -1,10 +1,12 @@
 //! HTTP: parses and checks requests, turns them into jobs, and answers from job status. It never
 //! touches ffmpeg; `jobs` does the work.
 
+mod assets;
 pub mod auth;
 mod direct;
 mod error;
 mod observe;
+mod operator;
 mod player;
 pub mod readiness;
 mod status;
@@ -49,7 +51,7 @@ impl AppState {
     }
 }
 
-/// Every route of the service; `/upload`, `/transcode`, `/video-status` and `/metrics` behind
+/// Every route of the service; `/upload`, `/transcode`, `/video-status`, `/metrics` and `/jobs` behind
 /// the access checks of `auth` (open when none is configured).
 pub fn router(state: AppState) -> Router {
     let access = Arc::new(auth::Access::new(&state.settings.access));
@@ -91,8 +93,17 @@ pub fn router(state: AppState) -> Router {
             "/metrics",
             get(status::metrics).route_layer(guard(auth::Route::Metrics)),
         )
+        .route(
+            "/jobs",
+            get(operator::jobs_page).route_layer(guard(auth::Route::Metrics)),
+        )
+        .route(
+            "/jobs.json",
+            get(operator::jobs_json).route_layer(guard(auth::Route::Metrics)),
+        )
         .route("/openapi.json", get(status::openapi))
-        .route("/player/{id}", get(player::player));
+        .route("/player/{id}", get(player::player))
+        .route("/assets/hls.min.js", get(assets::hls_js));
     if let Some(videos) = videos::local_cdn(state.output().as_ref()) {
         router = router.nest("/videos", videos);
     }

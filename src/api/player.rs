@@ -20,7 +20,11 @@ pub async fn player(
     Ok(Html(page(
         &id,
         &state.public_base_url,
-        &state.settings.hls_js_url,
+        state
+            .settings
+            .hls_js_url
+            .as_deref()
+            .unwrap_or(&super::assets::hls_js_path()),
         state.settings.access.open_status,
     )))
 }
@@ -72,7 +76,7 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
 }
 
 /// Text for HTML element content or a quoted attribute value.
-fn escape_html(text: &str) -> String {
+pub(super) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -98,7 +98,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// This process's resident memory.
-fn resident_bytes() -> Option<u64> {
+pub(super) fn resident_bytes() -> Option<u64> {
     let pid = sysinfo::get_current_pid().ok()?;
     let mut system = sysinfo::System::new().ok()?;
     system.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[pid]), false);

@@ -30,6 +30,16 @@ impl Recent {
         }
     }
 
+    /// The last `n` statuses remembered, newest first.
+    pub(super) fn latest(&self, n: usize) -> Vec<JobStatus> {
+        self.order
+            .iter()
+            .rev()
+            .take(n)
+            .filter_map(|id| self.statuses.get(id).cloned())
+            .collect()
+    }
+
     pub(super) fn get(&self, video_id: &str) -> Option<JobStatus> {
         self.statuses.get(video_id).cloned()
     }

@@ -141,6 +141,21 @@ impl Jobs {
         unfinished(&self.active.lock().expect("jobs lock"))
     }
 
+    /// Live statuses of the jobs on this instance (oldest queued first) and the final statuses
+    /// of the last `finished` jobs that ended here (newest first), for operators.
+    pub fn overview(&self, finished: usize) -> (Vec<JobStatus>, Vec<JobStatus>) {
+        let mut active: Vec<JobStatus> = self
+            .active
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .map(|job| job.status.borrow().clone())
+            .collect();
+        active.sort_by_key(|job| job.timestamps.queued);
+        let recent = self.recent.lock().expect("recent lock").latest(finished);
+        (active, recent)
+    }
+
     /// Whether a new job would be admitted now (checked before accepting an upload's body).
     pub fn check_room(&self) -> Result<(), AdmitError> {
         self.check_room_in(&self.active.lock().expect("jobs lock"))

@@ -174,6 +174,17 @@ impl Scheduler {
         self.queue.lock().expect("queue lock").waiting.len()
     }
 
+    /// Encoders running and the memory promised to their passes (estimates), for operators.
+    pub fn running(&self) -> (usize, u64) {
+        let queue = self.queue.lock().expect("queue lock");
+        (queue.running_encoders, queue.running_bytes)
+    }
+
+    /// The memory the guard keeps free (`MEMORY_RESERVE_MB`).
+    pub fn reserve(&self) -> u64 {
+        self.reserve
+    }
+
     /// Waits until a pass of `encoders` renditions at `tier`, needing about `bytes` of memory,
     /// is the most urgent waiting work and the pool and the memory have room for it. A pass
     /// bigger than the whole pool takes the whole pool; one that does not fit in memory less the

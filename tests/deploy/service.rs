@@ -23,6 +23,10 @@ const NOT_SET_IN_PRODUCTION: &[(&str, &str)] = &[
         "unset in production: each tier takes its own default chunk length (jobs::plan)",
     ),
     (
+        "HLS_JS_URL",
+        "unset, the player page loads the pinned hls.js the service embeds (no third-party CDN)",
+    ),
+    (
         "OIDC_JWKS_URL",
         "tests point it at their own keys; production uses the default, Google's",
     ),

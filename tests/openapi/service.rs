@@ -111,6 +111,9 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
     let running = api.get(&format!("/video-status/{id}")).await;
     assert_eq!(running.headers["cache-control"], "no-store");
     check("/video-status/{id}", "get", &running);
+    let jobs = api.get("/jobs.json").await;
+    assert_eq!(jobs.headers["cache-control"], "no-store");
+    check("/jobs.json", "get", &jobs);
     let input_path = std::fs::read_dir(ws.path().join("input/pending"))
         .unwrap()
         .map(|e| format!("pending/{}", e.unwrap().file_name().to_string_lossy()))
@@ -124,6 +127,26 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
     assert_eq!(last["state"], "ready", "{last:#}");
     let done = api.get(&format!("/video-status/{id}")).await;
     check("/video-status/{id}", "get", &done);
+    let jobs = api.get("/jobs.json").await;
+    assert_eq!(
+        jobs.body["finished"][0]["videoId"],
+        id.as_str(),
+        "{:?}",
+        jobs.body
+    );
+    check("/jobs.json", "get", &jobs);
+    for (path, route) in [
+        ("/jobs", "/jobs"),
+        ("/assets/hls.min.js?v=1", "/assets/hls.min.js"),
+    ] {
+        let answer = api.http.get(api.url(path)).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "{path}");
+        let content_type = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        check_answer(&doc, route, "get", 200, &content_type, &Value::Null);
+    }
     let file = api.get(&format!("/videos/{id}/status.json")).await;
     assert_eq!(file.code, 200);
     check("/videos/{path}", "get", &file);

@@ -140,6 +140,61 @@ impl Browser {
             .await
     }
 
+    /// Moves the mouse over the element `selector`, `fraction` of its width from its left edge
+    /// (WebDriver actions: the browser sees a real pointer move).
+    pub async fn hover(&self, selector: &str, fraction: f64) {
+        let path = format!("/session/{}/element", self.session);
+        let element = self
+            .call(
+                "POST",
+                &path,
+                Some(json!({"using": "css selector", "value": selector})),
+            )
+            .await;
+        let reference = element["element-6066-11e4-a52e-4f735466cecf"].clone();
+        let rect = self
+            .eval_with(
+                "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];",
+                &[json!({"element-6066-11e4-a52e-4f735466cecf": reference})],
+            )
+            .await;
+        // Offsets are from the element's centre.
+        let x = ((fraction - 0.5) * rect[0].as_f64().unwrap()).round() as i64;
+        let origin = json!({"element-6066-11e4-a52e-4f735466cecf": reference});
+        let actions = json!({"actions": [{"type": "pointer", "id": "mouse",
+            "parameters": {"pointerType": "mouse"},
+            "actions": [{"type": "pointerMove", "duration": 0, "origin": origin, "x": x, "y": 0}]}]});
+        let path = format!("/session/{}/actions", self.session);
+        self.call("POST", &path, Some(actions)).await;
+    }
+
+    /// Sends `headers` with every request the page makes from now on (DevTools'
+    /// `Network.setExtraHTTPHeaders`, as an authenticating proxy in front of the service would).
+    pub async fn send_headers(&self, headers: Value) {
+        let path = format!("/session/{}/goog/cdp/execute", self.session);
+        let enable = json!({"cmd": "Network.enable", "params": {}});
+        self.call("POST", &path, Some(enable)).await;
+        let set = json!({"cmd": "Network.setExtraHTTPHeaders", "params": {"headers": headers}});
+        self.call("POST", &path, Some(set)).await;
+    }
+
+    /// Saves a PNG screenshot of the window to `path`.
+    pub async fn screenshot(&self, path: &Path) {
+        use base64::Engine;
+        let shot = self
+            .call(
+                "GET",
+                &format!("/session/{}/screenshot", self.session),
+                None,
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot.as_str().expect("a base64 screenshot"))
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
+        std::fs::write(path, png).unwrap();
+    }
+
     /// The browser console so far (ChromeDriver's legacy log endpoint), for failure messages.
     pub async fn console(&self) -> Value {
         let url = format!("{}/session/{}/se/log", self.url, self.session);

@@ -9,6 +9,8 @@ mod common;
 mod browser; // ChromeDriver, Chromium and one WebDriver session
 mod download; // the MP4 download as a plain <video src>
 mod hls_js; // hls.js from the npm registry, served from loopback
+mod operator; // the /jobs page
+mod pages; // hls.js from the service, poster, quality menu, storyboard, failure message
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -75,6 +77,19 @@ async fn player_page_plays_while_tiers_encode() {
         "{text}"
     );
     browser.assert_advancing().await;
+
+    // Progress per tier: the critical one done, the standard one not started.
+    let tiers = browser
+        .wait_for("the critical tier done", Duration::from_secs(30), |s| {
+            s["tiers"][0]["percent"] == 100
+        })
+        .await;
+    let tiers = &tiers["tiers"];
+    assert_eq!(tiers[0]["tier"], "critical", "{tiers:#}");
+    assert_eq!(tiers[1]["tier"], "standard", "{tiers:#}");
+    assert_eq!(tiers[1]["percent"], 0, "{tiers:#}");
+    assert_eq!(tiers[0]["text"], "critical: 144p, audio ready", "{tiers:#}");
+    assert_eq!(tiers[1]["text"], "standard: 540p waiting", "{tiers:#}");
 
     // Buffer limits for a desktop browser.
     let limits = browser
@@ -234,7 +249,9 @@ return {state: s.dataset.state, text: s.textContent, notice: n.textContent,
   time: v.currentTime, paused: v.paused, ended: v.ended, seeking: v.seeking,
   readyState: v.readyState, engine: p.engine, variants: p.variants, reloads: p.reloads,
   reloadedAt: p.reloadedAt,
-  levels: p.hls ? p.hls.levels.length : null, history: p.history};";
+  levels: p.hls ? p.hls.levels.length : null, history: p.history,
+  tiers: [...document.querySelectorAll('#tiers [data-tier]')].map((t) => ({tier: t.dataset.tier,
+    percent: Number(t.dataset.percent), text: t.querySelector('span').textContent}))};";
 
 /// Reading and waiting on what the page shows.
 impl Browser {

@@ -45,8 +45,8 @@ pub struct AccessSettings {
     #[arg(long, env = "OPEN_STATUS", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub open_status: bool,
 
-    /// Whether `/metrics` is open to anyone; when false it needs the credentials of
-    /// `/transcode` or the upload token.
+    /// Whether `/metrics` (and the operator page `/jobs`, `/jobs.json`) is open to anyone; when
+    /// false it needs the credentials of `/transcode` or the upload token.
     #[arg(long, env = "OPEN_METRICS", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub open_metrics: bool,
 }
