@@ -9,6 +9,7 @@ mod common;
 mod browser; // ChromeDriver, Chromium and one WebDriver session
 mod download; // the MP4 download as a plain <video src>
 mod hls_js; // hls.js from the npm registry, served from loopback
+mod joins; // a chunked video plays across its joins
 mod operator; // the /jobs page
 mod pages; // hls.js from the service, poster, quality menu, storyboard, failure message
 
