@@ -32,6 +32,8 @@ optional: SERVICE (video-transcoder), REPOSITORY (video-transcoder), IMAGE_TAG (
   RUNTIME_SA (video-transcoder@PROJECT_ID.iam.gserviceaccount.com),
   INVOKER_SA (video-transcoder-invoker@PROJECT_ID.iam.gserviceaccount.com),
   UPLOAD_TOKEN_SECRET (video-transcoder-upload-token), TRIGGER_AUDIENCE (the service URL),
+  WEBHOOK_URL (none: webhook receivers, comma-separated),
+  WEBHOOK_SECRET_SECRET (video-transcoder-webhook-secret),
   REVISION_SUFFIX (IMAGE_TAG and the time), SMOKE_TIMEOUT (600 s),
   NOTIFICATION_CHANNELS (alert policy channels, comma-separated)
 EOF
@@ -108,6 +110,8 @@ configure() {
   RUNTIME_SA=${RUNTIME_SA:-video-transcoder@$PROJECT_ID.iam.gserviceaccount.com}
   INVOKER_SA=${INVOKER_SA:-video-transcoder-invoker@$PROJECT_ID.iam.gserviceaccount.com}
   UPLOAD_TOKEN_SECRET=${UPLOAD_TOKEN_SECRET:-video-transcoder-upload-token}
+  WEBHOOK_URL=${WEBHOOK_URL:-}
+  WEBHOOK_SECRET_SECRET=${WEBHOOK_SECRET_SECRET:-video-transcoder-webhook-secret}
   SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
   # A revision name is the service name, a dash and a DNS label: lower case, digits, dashes.
   local suffix=${REVISION_SUFFIX:-$IMAGE_TAG-$(date -u +%Y%m%d-%H%M%S)}
@@ -153,7 +157,8 @@ render_service() {
   local name text
   text=$(<"$here/cloudrun.yaml")
   for name in SERVICE REGION PROJECT_ID IMAGE REVISION RUNTIME_SA INPUT_BUCKET CDN_BUCKET \
-    PUBLIC_BASE_URL TRIGGER_AUDIENCE INVOKER_SA UPLOAD_TOKEN_SECRET; do
+    PUBLIC_BASE_URL TRIGGER_AUDIENCE INVOKER_SA UPLOAD_TOKEN_SECRET WEBHOOK_URL \
+    WEBHOOK_SECRET_SECRET; do
     text=${text//"\${$name}"/"${!name}"}
   done
   if [[ $text == *"\${"* ]]; then

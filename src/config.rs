@@ -212,7 +212,84 @@ pub struct ServeSettings {
     pub access: crate::api::auth::AccessSettings,
 
     #[command(flatten)]
+    pub webhooks: WebhookSettings,
+
+    #[command(flatten)]
     pub transcode: TranscodeSettings,
+}
+
+/// Signed webhooks: who is told when a video becomes playable and when its job ends.
+#[derive(Clone, Debug, Args)]
+pub struct WebhookSettings {
+    /// Receivers of the events `video.playable`, `video.ready`, `video.partial`, `video.failed`
+    /// and `video.interrupted`: http(s) URLs, comma-separated; empty for none.
+    #[arg(long = "webhook-url", env = "WEBHOOK_URL", default_value = "", value_parser = parse_webhook_urls)]
+    pub urls: WebhookUrls,
+
+    /// Key of each event's `Transcoder-Signature` (HMAC-SHA256); needed with WEBHOOK_URL, at
+    /// least 16 characters. Give it by environment (Secret Manager in production).
+    #[arg(
+        long = "webhook-secret",
+        env = "WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_parser = parse_webhook_secret
+    )]
+    pub secret: Option<WebhookSecret>,
+
+    /// Whether receivers may be on loopback, private networks or link-local addresses (the
+    /// metadata server); refused at start-up and at each delivery otherwise.
+    #[arg(long = "webhook-allow-private", env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_private: bool,
+
+    /// Milliseconds before the first retry of a failed delivery; each later wait doubles, up to
+    /// an hour, with jitter (each wait is 50–100 % of its nominal value), for 24 h.
+    #[arg(long = "webhook-retry-base-ms", env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub retry_base_ms: u64,
+}
+
+/// See [`WebhookSettings::secret`]; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+fn parse_webhook_secret(secret: &str) -> Result<WebhookSecret, String> {
+    Ok(WebhookSecret(secret.to_string()))
+}
+
+/// See [`WebhookSettings::urls`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookUrls(pub Vec<reqwest::Url>);
+
+fn parse_webhook_urls(list: &str) -> Result<WebhookUrls, String> {
+    let urls = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| reqwest::Url::parse(u).map_err(|e| format!("`{u}` is not a URL: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(bad) = urls
+        .iter()
+        .find(|u| !matches!(u.scheme(), "http" | "https"))
+    {
+        return Err(format!("`{bad}` must start with http:// or https://"));
+    }
+    Ok(WebhookUrls(urls))
+}
+
+impl WebhookSettings {
+    /// Checks what can be checked without the network: a secret for the receivers.
+    pub fn check(&self) -> Result<(), String> {
+        let secret = self.secret.as_ref().map_or("", |s| s.0.as_str());
+        if !self.urls.0.is_empty() && secret.chars().count() < 16 {
+            return Err("WEBHOOK_URL needs WEBHOOK_SECRET, at least 16 characters".into());
+        }
+        Ok(())
+    }
 }
 
 fn parse_base_url(url: &str) -> Result<String, String> {
@@ -321,6 +398,16 @@ mod tests {
         assert!(parse_ladder("720:abc").is_err());
         assert!(parse_ladder("0:100").is_err());
         assert!(parse_ladder("").is_err());
+    }
+
+    #[test]
+    fn webhook_urls_are_a_comma_separated_list_of_http_urls() {
+        assert_eq!(parse_webhook_urls(""), Ok(WebhookUrls::default()));
+        let two = parse_webhook_urls("https://a.example/h, http://b.example:8080/x").unwrap();
+        assert_eq!(two.0.len(), 2);
+        assert_eq!(two.0[1].port(), Some(8080));
+        assert!(parse_webhook_urls("ftp://a.example/").is_err());
+        assert!(parse_webhook_urls("not a url").is_err());
     }
 
     #[test]

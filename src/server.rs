@@ -15,6 +15,7 @@ use crate::api::{self, AppState};
 use crate::config::ServeSettings;
 use crate::jobs::scheduler::MemoryProbe;
 use crate::jobs::{Engine, Jobs};
+use crate::webhooks::Webhooks;
 use crate::{jobs, media, storage};
 
 /// Serves on `listener` until `shutdown` resolves, then: readiness fails and new work is
@@ -64,11 +65,15 @@ pub async fn serve(
         memory,
         settings.memory_reserve_mb << 20,
     );
+    let webhooks = Webhooks::start(&settings.webhooks, output.clone(), public_base_url.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let jobs = Jobs::new(
         engine,
         output.clone(),
         settings.max_queued_jobs as usize,
         Duration::from_secs(settings.claim_ttl),
+        webhooks.clone(),
     );
     let grace = Duration::from_secs(settings.shutdown_grace);
     tracing::info!(
@@ -101,6 +106,9 @@ pub async fn serve(
     let deadline = Instant::now() + grace;
     stop.cancel();
     jobs.shutdown(deadline).await;
+    if let Some(webhooks) = &webhooks {
+        webhooks.shutdown(deadline).await;
+    }
     match tokio::time::timeout_at(deadline, &mut server).await {
         Ok(result) => result?.context("the HTTP server stopped")?,
         Err(_) => {

@@ -22,6 +22,7 @@ use super::request::{Engine, JobRequest};
 use super::run;
 use super::status::{JobState, JobStatus};
 use crate::storage::Store;
+use crate::webhooks::Webhooks;
 
 /// Wall seconds per second of source before this instance has finished a job of its own:
 /// the 5-rung 1080p ladder ran at about 0.75 on 2 cores, so 1.0 errs on the slow side.
@@ -45,6 +46,8 @@ pub struct Jobs {
     instance: String,
     /// How long a claim lasts unrenewed (`CLAIM_TTL`).
     claim_ttl: Duration,
+    /// Tells `WEBHOOK_URL` when a job becomes playable and when it ends.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// The end of the shutdown grace period kept for writing the statuses of jobs that did not stop.
@@ -108,8 +111,10 @@ impl Jobs {
         output: Arc<dyn Store>,
         capacity: usize,
         claim_ttl: Duration,
+        webhooks: Option<Arc<Webhooks>>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            webhooks,
             instance: uuid::Uuid::new_v4().to_string(),
             claim_ttl,
             engine,
@@ -280,6 +285,7 @@ impl Jobs {
         let span = tracing::info_span!("job", video_id = %request.video_id);
         self.tasks.spawn(
             async move {
+                let follower = jobs.webhooks.as_ref().map(|h| h.follow(status.clone()));
                 let video_id = request.video_id.clone();
                 let engine = jobs.engine.clone();
                 let cancel = jobs.cancel.child_token();
@@ -305,6 +311,9 @@ impl Jobs {
                         last
                     }
                 };
+                if let Some(follower) = follower {
+                    follower.ended(&last);
+                }
                 jobs.finished(&video_id, &last);
             }
             .instrument(span),

@@ -1,6 +1,7 @@
 //! Google Cloud Storage through the official `google-cloud-storage` client: `gs://bucket[/prefix]`.
 //! Only object reads and writes (JSON API) are used, so the job path works against emulators too;
-//! deletes go through the JSON API directly, because the client offers them only over gRPC.
+//! deletes and listings go through the JSON API directly, because the client offers them only
+//! over gRPC (which emulators do not speak).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -341,6 +342,10 @@ impl Store for GcsStore {
                 self.url(key)
             ))),
         }
+    }
+
+    async fn list(&self, folder: &str) -> Result<Vec<String>, StoreError> {
+        self.list_once(folder).await
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

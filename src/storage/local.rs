@@ -226,6 +226,38 @@ impl Store for LocalStore {
         }
     }
 
+    async fn list(&self, folder: &str) -> Result<Vec<String>, StoreError> {
+        let folder = folder.trim_end_matches('/');
+        let start = self.path(folder)?;
+        let root = self.root.clone();
+        let walk = move || {
+            let mut keys = Vec::new();
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    entries => entries?,
+                };
+                for entry in entries {
+                    let path = entry?.path();
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if !name.starts_with(".partial-") {
+                        // Writes in progress are not objects yet.
+                        let key = path.strip_prefix(&root).expect("under the root");
+                        keys.extend(key.to_str().map(str::to_string));
+                    }
+                }
+            }
+            keys.sort();
+            Ok::<_, std::io::Error>(keys)
+        };
+        Ok(tokio::task::spawn_blocking(walk)
+            .await
+            .map_err(std::io::Error::other)??)
+    }
+
     async fn check_writable(&self) -> Result<(), StoreError> {
         let probe = format!(".ready-{}", uuid::Uuid::new_v4().simple());
         self.put(&probe, Bytes::from_static(b"ok")).await?;
@@ -236,6 +268,19 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_folder_lists_its_files_at_any_depth_and_nothing_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        for key in ["out/b.json", "out/a.json", "out/deep/c.json", "outer.json"] {
+            store.put(key, Bytes::from_static(b"{}")).await.unwrap();
+        }
+        std::fs::write(dir.path().join("out/.partial-x"), "half").unwrap();
+        let listed = store.list("out/").await.unwrap();
+        assert_eq!(listed, ["out/a.json", "out/b.json", "out/deep/c.json"]);
+        assert!(store.list("missing/").await.unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn stream_past_the_limit_keeps_nothing() {

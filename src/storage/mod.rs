@@ -164,6 +164,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// The keys of every object under the folder `folder` (`webhooks/outbox/`, at any depth),
+    /// sorted; none if it does not exist. For small folders such as the webhook outbox.
+    async fn list(&self, folder: &str) -> Result<Vec<String>, StoreError>;
+
     /// Proves the store takes writes (for readiness).
     async fn check_writable(&self) -> Result<(), StoreError>;
 

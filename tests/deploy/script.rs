@@ -294,6 +294,15 @@ fn render_fills_every_placeholder_of_the_service() {
         env("UPLOAD_TOKEN")["valueFrom"]["secretKeyRef"]["name"],
         "video-transcoder-upload-token"
     );
+    assert_eq!(
+        env("WEBHOOK_URL")["value"],
+        "",
+        "no receivers unless WEBHOOK_URL is given"
+    );
+    assert_eq!(
+        env("WEBHOOK_SECRET")["valueFrom"]["secretKeyRef"]["name"],
+        "video-transcoder-webhook-secret"
+    );
 }
 
 /// Stand-ins for gcloud, curl and ffmpeg that log their arguments to `calls.log` and answer

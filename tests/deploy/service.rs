@@ -32,8 +32,12 @@ const NOT_SET_IN_PRODUCTION: &[(&str, &str)] = &[
     ),
 ];
 
-/// Settings that come from Secret Manager (`valueFrom.secretKeyRef`), never a plain value.
-const SECRETS: &[&str] = &["UPLOAD_TOKEN"];
+/// Settings that come from Secret Manager (`valueFrom.secretKeyRef`), never a plain value, with
+/// the placeholder deploy.sh fills with the secret's name.
+const SECRETS: &[(&str, &str)] = &[
+    ("UPLOAD_TOKEN", "${UPLOAD_TOKEN_SECRET}"),
+    ("WEBHOOK_SECRET", "${WEBHOOK_SECRET_SECRET}"),
+];
 
 /// Env entries the service's own code does not name but a library it uses reads.
 const READ_BY_LIBRARIES: &[&str] = &["RUST_LOG"];
@@ -192,14 +196,14 @@ fn secrets_come_from_secret_manager_and_stores_are_buckets() {
             .map(|(_, e)| *e)
             .unwrap_or_else(|| panic!("no {name}"))
     };
-    for name in SECRETS {
+    for (name, placeholder) in SECRETS {
         let entry = value(name);
         assert!(
             entry.get("value").is_none(),
             "{name} must not be a plain value"
         );
         let secret = &entry["valueFrom"]["secretKeyRef"];
-        assert_eq!(secret["name"], "${UPLOAD_TOKEN_SECRET}", "{name}");
+        assert_eq!(secret["name"], *placeholder, "{name}");
         assert_eq!(secret["key"], "latest", "{name}");
     }
     assert_eq!(value("INPUT_STORE")["value"], "gs://${INPUT_BUCKET}");
@@ -210,6 +214,8 @@ fn secrets_come_from_secret_manager_and_stores_are_buckets() {
     assert_eq!(value("TRIGGER_ALLOWED_EMAILS")["value"], "${INVOKER_SA}");
     // The sidecar scrapes without credentials.
     assert_eq!(value("OPEN_METRICS")["value"], "true");
+    // Receivers on private addresses or the metadata server are refused in production.
+    assert_eq!(value("WEBHOOK_ALLOW_PRIVATE")["value"], "false");
     // Every value is a string: Cloud Run refuses numbers and booleans in env.
     for (name, entry) in &env {
         assert!(

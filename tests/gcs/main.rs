@@ -9,6 +9,7 @@ mod direct; // signed URLs: PUT into the input bucket, finalize event, ready
 mod events; // object events on a prefixed input store; a ready video stays ready
 mod faults; // the emulator stopped mid-job, missing and oversized sources
 mod instances; // two server processes, one trigger; resume from the bucket's status.json
+mod listing; // a folder of a prefixed store, listed
 mod publish; // upload → CDN bucket, trigger shapes, master before ready
 mod ranged; // sources read in place by ranged reads, never copied into scratch
 mod stalls; // a frozen bucket: a stalled download, a shutdown with stuck jobs

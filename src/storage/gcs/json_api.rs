@@ -1,5 +1,5 @@
 //! Direct calls to Cloud Storage's JSON API, for what the client does not do against every
-//! emulator: an object's size (metadata) and deletes.
+//! emulator: an object's size (metadata), deletes and listings.
 
 use google_cloud_auth::credentials;
 
@@ -67,5 +67,69 @@ impl GcsStore {
             Ok(credentials::CacheableResource::NotModified) => Ok(Default::default()),
             Err(e) => Err(StoreError::Denied(format!("{}: {e}", self.url(key)))),
         }
+    }
+}
+
+impl GcsStore {
+    /// Every key under `folder`, page by page from the JSON API's object listing (one try per
+    /// page: the caller polls again later).
+    pub(super) async fn list_once(&self, folder: &str) -> Result<Vec<String>, StoreError> {
+        let folder = format!("{}/", folder.trim_end_matches('/'));
+        let prefix = format!("{}{folder}", self.prefix);
+        let mut url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| StoreError::Remote(format!("{}: {e}", self.endpoint)))?;
+        url.path_segments_mut()
+            .map_err(|()| StoreError::Remote(self.endpoint.clone()))?
+            .extend(["storage", "v1", "b", &self.bucket, "o"]);
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            items: Vec<Item>,
+            next_page_token: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Item {
+            name: String,
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            StoreError::Remote(format!("listing {}: {e}", self.url(&folder)))
+        };
+        let (mut keys, mut token) = (Vec::new(), None::<String>);
+        loop {
+            let mut page_url = url.clone();
+            page_url
+                .query_pairs_mut()
+                .append_pair("prefix", &prefix)
+                .append_pair("fields", "items(name),nextPageToken");
+            if let Some(token) = &token {
+                page_url.query_pairs_mut().append_pair("pageToken", token);
+            }
+            let answer = self
+                .http
+                .get(page_url)
+                .headers(self.auth_headers(&folder).await?)
+                .send()
+                .await
+                .map_err(|e| failed(&e))?;
+            match answer.status().as_u16() {
+                200..300 => {}
+                401 | 403 => return Err(StoreError::Denied(self.url(&folder))),
+                code => return Err(failed(&format!("HTTP {code}"))),
+            }
+            let body = answer.bytes().await.map_err(|e| failed(&e))?;
+            let page: Page = serde_json::from_slice(&body).map_err(|e| failed(&e))?;
+            keys.extend(
+                page.items
+                    .into_iter()
+                    .filter_map(|item| item.name.strip_prefix(&self.prefix).map(str::to_string)),
+            );
+            match page.next_page_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
     }
 }
