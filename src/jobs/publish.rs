@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +16,7 @@ use crate::media::MediaError;
 use crate::media::master::{AudioVariant, VideoVariant};
 use crate::media::mux::PLAYLIST;
 use crate::media::playlist::{MediaPlaylist, Rates};
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 
 /// Renditions finished so far, as the master playlist lists them.
 #[derive(Default)]
@@ -102,11 +103,28 @@ pub async fn status_writer(
 }
 
 pub async fn write_status(store: &dyn Store, status: &JobStatus) {
-    let json = serde_json::to_vec_pretty(status).expect("status serialises");
-    if let Err(e) = store
-        .put(&key(&status.video_id, "status.json"), json.into())
-        .await
-    {
-        tracing::error!("writing status.json: {e}");
+    let key = key(&status.video_id, "status.json");
+    let json = Bytes::from(serde_json::to_vec_pretty(status).expect("status serialises"));
+    // Written on the version read, so a later view of the same run that another writer put
+    // in between is seen (and kept) rather than overwritten.
+    for _ in 0..4 {
+        let version = match store.get_versioned(&key).await {
+            Ok(Some((bytes, version))) => {
+                let stored = serde_json::from_slice::<JobStatus>(&bytes);
+                if stored.is_ok_and(|stored| stored.supersedes(status)) {
+                    tracing::debug!("status.json holds a later view of this run: kept");
+                    return;
+                }
+                version
+            }
+            Ok(None) => 0,
+            Err(e) => return tracing::error!("reading status.json before writing it: {e}"),
+        };
+        match store.put_if(&key, json.clone(), version).await {
+            Err(StoreError::Changed(_)) => continue,
+            Err(e) => return tracing::error!("writing status.json: {e}"),
+            Ok(_) => return,
+        }
     }
+    tracing::error!("writing status.json: it kept changing under other writers");
 }

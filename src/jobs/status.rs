@@ -285,6 +285,17 @@ impl JobStatus {
     }
 
     /// Ended `ready` or `partial`: a finished package that plays.
+    /// A later view of the same run (same source, same queued time) than `other`: finished
+    /// where `other` is not, or, both finished or both not, with more renditions done or more
+    /// frames encoded. A writer holding `other` must not put it over this.
+    pub fn supersedes(&self, other: &JobStatus) -> bool {
+        let same_run =
+            self.input == other.input && self.timestamps.queued == other.timestamps.queued;
+        let frames = |s: &JobStatus| s.renditions.iter().map(|r| r.frames_done).sum::<u64>();
+        let rank = |s: &JobStatus| (s.state.is_final(), s.progress.completed, frames(s));
+        same_run && rank(self) > rank(other)
+    }
+
     pub fn is_made(&self) -> bool {
         matches!(self.state, JobState::Ready | JobState::Partial)
     }

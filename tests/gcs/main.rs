@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod assembly; // two writers of one run's status.json: no going back
 mod direct; // signed URLs: PUT into the input bucket, finalize event, ready
 mod events; // object events on a prefixed input store; a ready video stays ready
 mod faults; // the emulator stopped mid-job, missing and oversized sources
