@@ -7,6 +7,7 @@ mod observe;
 mod player;
 pub mod readiness;
 mod status;
+mod thumbnail;
 mod trigger;
 mod upload;
 mod videos;
@@ -44,7 +45,8 @@ impl AppState {
     }
 }
 
-/// Every route of the service; `/upload`, `/transcode`, `/video-status` and `/metrics` behind
+/// Every route of the service; `/upload`, `/transcode`, `/video-status`, `/thumbnail` and
+/// `/metrics` behind
 /// the access checks of `auth` (open when none is configured).
 pub fn router(state: AppState) -> Router {
     let access = Arc::new(auth::Access::new(&state.settings.access));
@@ -79,7 +81,15 @@ pub fn router(state: AppState) -> Router {
             get(status::metrics).route_layer(guard(auth::Route::Metrics)),
         )
         .route("/openapi.json", get(status::openapi))
-        .route("/player/{id}", get(player::player));
+        .route("/player/{id}", get(player::player))
+        .route(
+            "/thumbnail/{file}",
+            get(thumbnail::thumbnail)
+                .layer(axum::Extension(thumbnail::Decodes(Arc::new(
+                    tokio::sync::Semaphore::new(state.settings.thumbnail_concurrency as usize),
+                ))))
+                .route_layer(guard(auth::Route::Status)),
+        );
     if let Some(videos) = videos::local_cdn(state.output().as_ref()) {
         router = router.nest("/videos", videos);
     }

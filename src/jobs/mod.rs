@@ -6,6 +6,8 @@ pub mod cost;
 mod download;
 mod early;
 mod fetch;
+pub mod frames;
+mod images;
 mod outcome;
 pub mod plan;
 mod progressive;
