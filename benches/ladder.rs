@@ -6,6 +6,8 @@
 //! three ways, alternating every round, each run in a fresh temp dir:
 //!   ours — `video-transcoder transcode` (default: one decode per tier, ≤480p published first);
 //!   ours, one decode — the same with `--decode-plan single` (least CPU, playable at the end);
+//!   ours, no images — the default with `--images none` (no poster or storyboard), for the wall
+//!          time the images add (printed as a ratio; target ≤ 1.03);
 //!   (b)  — ONE ffmpeg CLI process: split filter -> 5 x (scale + libx264), audio encoded once;
 //!   (c)  — the seeds' approach: five ffmpeg processes in parallel, one per rendition, each
 //!          decoding the source and encoding its own audio.
@@ -85,7 +87,7 @@ fn source() -> PathBuf {
     src
 }
 
-fn ours(src: &Path, out: &Path, plan: &str) -> Command {
+fn ours(src: &Path, out: &Path, plan: &str, images: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_video-transcoder"));
     c.arg("transcode").arg(src).arg("--out").arg(out);
     c.args([
@@ -95,6 +97,8 @@ fn ours(src: &Path, out: &Path, plan: &str) -> Command {
         OUR_LADDER,
         "--decode-plan",
         plan,
+        "--images",
+        images,
     ]);
     c
 }
@@ -254,8 +258,9 @@ fn main() {
         "(b) ffmpeg CLI, 1 process",
         "(c) ffmpeg CLI, 5 processes",
         "ours, one decode",
+        "ours, no images",
     ];
-    let mut runs: [Vec<Run>; 4] = Default::default();
+    let mut runs: [Vec<Run>; 5] = Default::default();
     for round in 1..=rounds {
         for (k, name) in names.iter().enumerate() {
             let tmp = tempfile::tempdir().unwrap();
@@ -263,10 +268,11 @@ fn main() {
             std::fs::create_dir_all(&out).unwrap();
             let job = out.join("videos/bench");
             let run = match k {
-                0 | 3 => {
+                0 | 3 | 4 => {
                     let master = job.join("manifest/master.m3u8");
-                    let plan = if k == 0 { "auto" } else { "single" };
-                    let cmd = ours(&src, &out, plan);
+                    let plan = if k == 3 { "single" } else { "auto" };
+                    let images = if k == 4 { "none" } else { "all" };
+                    let cmd = ours(&src, &out, plan, images);
                     let mut r = measure(name, vec![cmd], logs, Some(master.clone()));
                     r.ttfp_status = ttfp_from_status(&job.join("status.json"));
                     if round == 1 {
@@ -315,6 +321,7 @@ fn main() {
         (0, 1, "ratio ours ÷ (b)"),
         (0, 2, "ratio ours ÷ (c)"),
         (3, 1, "ratio ours one decode ÷ (b)"),
+        (0, 4, "ratio with ÷ without images"),
     ] {
         let (w, c, m) = (wall(ours) / wall(k), cpu(ours) / cpu(k), rss(ours) / rss(k));
         println!("{label:30} {w:8.2} {c:8.2} {m:13.2}");
@@ -336,6 +343,7 @@ fn main() {
         ("wall ours ÷ (b)", rb, 1.0),
         ("wall ours ÷ (c)", rc, 0.75),
         ("ours peak RSS MiB", peak, 1024.0),
+        ("images wall ratio", wall(0) / wall(4), 1.03),
     ] {
         let verdict = if value <= limit { "PASS" } else { "MISS" };
         println!("  {label:18} {value:7.2} ≤ {limit:<7.2} {verdict}");

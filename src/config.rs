@@ -92,6 +92,16 @@ pub struct TranscodeSettings {
     #[arg(long, env = "DOWNLOAD_RENDITION", default_value = "720p", value_parser = parse_download)]
     pub download_rendition: DownloadRendition,
 
+    /// Images made from the published renditions (`images/` beside the manifest): `all` (a
+    /// poster and a storyboard sprite with its WebVTT index) or `none`.
+    #[arg(long, env = "IMAGES", value_enum, default_value = "all")]
+    pub images: ImageSet,
+
+    /// When the poster is taken: `auto` (10 % into the video, at most 5 s), seconds (`3.5`) or
+    /// a share of the duration (`25%`); a later candidate wins if that frame is black or flat.
+    #[arg(long, env = "POSTER_TIME", default_value = "auto", value_parser = parse_poster_time)]
+    pub poster_time: PosterTime,
+
     /// USD per vCPU-second for status.json's `cost.estimatedUsd` (default: Cloud Run,
     /// instance-based billing, tier 1, as listed on 2026-11-29).
     #[arg(long, env = "PRICE_VCPU_SECOND", default_value_t = DEFAULT_PRICE_VCPU_SECOND, value_parser = parse_price)]
@@ -118,6 +128,52 @@ fn parse_download(spec: &str) -> Result<DownloadRendition, String> {
         _ => Err(format!(
             "`{spec}` is not a rendition height like `720p`, or `none`"
         )),
+    }
+}
+
+/// See [`TranscodeSettings::images`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImageSet {
+    All,
+    None,
+}
+
+/// See [`TranscodeSettings::poster_time`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PosterTime {
+    Auto,
+    Seconds(f64),
+    Share(f64),
+}
+
+impl PosterTime {
+    /// Seconds into a video of `duration` seconds (the asked time, before candidates).
+    pub fn seconds(self, duration: f64) -> f64 {
+        let at = match self {
+            PosterTime::Auto => (duration * 0.1).min(5.0),
+            PosterTime::Seconds(s) => s,
+            PosterTime::Share(share) => duration * share,
+        };
+        at.clamp(0.0, duration.max(0.0))
+    }
+}
+
+fn parse_poster_time(spec: &str) -> Result<PosterTime, String> {
+    let spec = spec.trim();
+    let bad = || format!("`{spec}` is not `auto`, seconds like `3.5` or a share like `25%`");
+    if spec.eq_ignore_ascii_case("auto") {
+        return Ok(PosterTime::Auto);
+    }
+    let (number, share) = match spec.strip_suffix('%') {
+        Some(n) => (n.trim(), true),
+        None => (spec, false),
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    match (share, value) {
+        (_, v) if !v.is_finite() || v < 0.0 => Err(bad()),
+        (true, v) if v > 100.0 => Err(bad()),
+        (true, v) => Ok(PosterTime::Share(v / 100.0)),
+        (false, v) => Ok(PosterTime::Seconds(v)),
     }
 }
 
@@ -203,6 +259,10 @@ pub struct ServeSettings {
     /// signed URLs allow at most 7 days).
     #[arg(long, env = "UPLOAD_URL_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub upload_url_ttl: u64,
+
+    /// `GET /thumbnail` decodes at once, at most; more get 429 with `Retry-After`.
+    #[arg(long, env = "THUMBNAIL_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub thumbnail_concurrency: u32,
 
     /// Google Cloud project, to link request logs to Cloud Trace.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
@@ -332,6 +392,8 @@ impl Default for TranscodeSettings {
             rendition_timeout: 600,
             stall_timeout: 60,
             download_rendition: DownloadRendition(Some(720)),
+            images: ImageSet::All,
+            poster_time: PosterTime::Auto,
             price_vcpu_second: DEFAULT_PRICE_VCPU_SECOND,
             price_gib_second: DEFAULT_PRICE_GIB_SECOND,
         }
@@ -388,6 +450,20 @@ mod tests {
         assert_eq!(parse_download("none"), Ok(DownloadRendition(None)));
         assert!(parse_download("0p").is_err());
         assert!(parse_download("hd").is_err());
+    }
+
+    #[test]
+    fn poster_time_is_auto_seconds_or_a_share() {
+        assert_eq!(parse_poster_time("auto"), Ok(PosterTime::Auto));
+        assert_eq!(parse_poster_time("3.5"), Ok(PosterTime::Seconds(3.5)));
+        assert_eq!(parse_poster_time("25%"), Ok(PosterTime::Share(0.25)));
+        for bad in ["-1", "150%", "soon", "nan"] {
+            assert!(parse_poster_time(bad).is_err(), "{bad}");
+        }
+        assert_eq!(PosterTime::Auto.seconds(30.0), 3.0);
+        assert_eq!(PosterTime::Auto.seconds(600.0), 5.0);
+        assert_eq!(PosterTime::Seconds(9.0).seconds(4.0), 4.0);
+        assert_eq!(PosterTime::Share(0.5).seconds(8.0), 4.0);
     }
 
     #[test]

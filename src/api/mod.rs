@@ -10,6 +10,7 @@ mod operator;
 mod player;
 pub mod readiness;
 mod status;
+mod thumbnail;
 mod trigger;
 mod upload;
 mod videos;
@@ -51,7 +52,8 @@ impl AppState {
     }
 }
 
-/// Every route of the service; `/upload`, `/transcode`, `/video-status`, `/metrics` and `/jobs` behind
+/// Every route of the service; `/upload`, `/transcode`, `/video-status`, `/thumbnail`, `/metrics`
+/// and `/jobs` behind
 /// the access checks of `auth` (open when none is configured).
 pub fn router(state: AppState) -> Router {
     let access = Arc::new(auth::Access::new(&state.settings.access));
@@ -103,7 +105,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/openapi.json", get(status::openapi))
         .route("/player/{id}", get(player::player))
-        .route("/assets/hls.min.js", get(assets::hls_js));
+        .route("/assets/hls.min.js", get(assets::hls_js))
+        .route(
+            "/thumbnail/{file}",
+            get(thumbnail::thumbnail)
+                .layer(axum::Extension(thumbnail::Decodes(Arc::new(
+                    tokio::sync::Semaphore::new(state.settings.thumbnail_concurrency as usize),
+                ))))
+                .route_layer(guard(auth::Route::Status)),
+        );
     if let Some(videos) = videos::local_cdn(state.output().as_ref()) {
         router = router.nest("/videos", videos);
     }

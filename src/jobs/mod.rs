@@ -7,6 +7,8 @@ pub mod cost;
 mod download;
 mod early;
 mod fetch;
+pub mod frames;
+mod images;
 mod markers;
 mod outcome;
 pub mod plan;

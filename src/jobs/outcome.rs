@@ -217,7 +217,8 @@ impl Job<'_> {
                 reason.unwrap_or_else(|| "no rendition was produced".into()),
             ));
         }
-        // Before the final state, so a status that says ready already lists the download.
+        // Before the final state, so a status that says ready already lists them.
+        self.publish_images().await;
         self.publish_download().await;
         let all = status
             .renditions

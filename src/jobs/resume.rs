@@ -93,6 +93,7 @@ impl Job<'_> {
             s.playable = true;
             s.master_playlist = earlier.master_playlist.clone();
             s.download = earlier.download.clone();
+            s.images = earlier.images.clone();
             s.encoding = earlier.encoding.clone();
             s.source = earlier.source.clone();
             s.warnings = earlier.warnings.clone();

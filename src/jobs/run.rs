@@ -383,6 +383,7 @@ impl Job<'_> {
                 .await;
         }
         self.publish_master(done).await?;
+        self.publish_images().await;
         Ok(cancelled)
     }
 }

@@ -127,6 +127,24 @@ pub struct Download {
     pub bytes: u64,
 }
 
+/// Pictures published beside the manifest, paths relative to `videos/<id>/` (like
+/// `masterPlaylist`); each key appears once its file is published.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Images {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poster_width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poster_height: Option<u32>,
+    /// WebVTT whose cues point at `storyboard.jpg#xywh=x,y,w,h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storyboard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storyboard_image: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
@@ -158,6 +176,9 @@ pub struct JobStatus {
     /// The MP4 download, once published (with the final state); absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download: Option<Download>,
+    /// Poster and storyboard, once the first is published; absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Images>,
     pub timestamps: Timestamps,
     /// What this run of the job cost (see `jobs::cost`); absent until processing starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +209,7 @@ impl JobStatus {
             renditions: Vec::new(),
             master_playlist: None,
             download: None,
+            images: None,
             timestamps: Timestamps {
                 queued: Utc::now(),
                 started: None,

@@ -6,12 +6,14 @@
 pub mod cpu;
 pub mod download;
 pub mod filters;
+pub mod images;
 pub mod input;
 pub mod ladder;
 pub mod libav_log;
 pub mod master;
 pub mod mux;
 pub mod pass;
+pub mod picture;
 pub mod playlist;
 pub mod source;
 pub mod versions;

@@ -56,7 +56,8 @@ pub struct ObjectMeta {
 
 impl ObjectMeta {
     /// The Content-Type and Cache-Control a published file gets, from its name: segments never
-    /// change; playlists and status.json change while a job runs, and the MP4 download is made
+    /// change; playlists and status.json change while a job runs, the poster is republished
+    /// larger as taller renditions finish, and the MP4 download and the storyboard are made
     /// again by a later run (a resumed partial job may pick a taller rendition).
     pub fn for_key(key: &str) -> Self {
         let extension = key.rsplit_once('.').map_or("", |(_, e)| e);
@@ -67,6 +68,8 @@ impl ObjectMeta {
             "mp4" => ("video/mp4", IMMUTABLE),
             "ts" => ("video/mp2t", IMMUTABLE),
             "json" => ("application/json", "no-store"),
+            "jpg" => ("image/jpeg", "no-cache"),
+            "vtt" => ("text/vtt", "no-cache"),
             _ => ("application/octet-stream", "no-cache"),
         };
         Self {
@@ -275,5 +278,12 @@ mod tests {
             ObjectMeta::for_key("videos/x/status.json").cache_control,
             "no-store"
         );
+        let poster = ObjectMeta::for_key("videos/x/images/poster.jpg");
+        assert_eq!(
+            (poster.content_type, poster.cache_control),
+            ("image/jpeg", "no-cache")
+        );
+        let vtt = ObjectMeta::for_key("videos/x/images/storyboard.vtt");
+        assert_eq!(vtt.content_type, "text/vtt");
     }
 }

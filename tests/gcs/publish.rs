@@ -39,6 +39,9 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
         "manifest/360p/seg_00000.m4s",
         "manifest/audio/index.m3u8",
         "download.mp4",
+        "images/poster.jpg",
+        "images/storyboard.jpg",
+        "images/storyboard.vtt",
     ] {
         assert!(
             published.contains(&cdn_key(&id, rest)),
@@ -64,6 +67,8 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
         ),
         ("status.json", "application/json", "no-store"),
         ("download.mp4", "video/mp4", "no-cache"),
+        ("images/poster.jpg", "image/jpeg", "no-cache"),
+        ("images/storyboard.vtt", "text/vtt", "no-cache"),
     ] {
         let meta = gcs.metadata(CDN, &cdn_key(&id, rest)).await.unwrap();
         // fake-gcs-server is wrong here: for a resumable upload it records the Content-Type of
@@ -82,6 +87,38 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
         serde_json::from_slice(&gcs.get(CDN, &cdn_key(&id, "status.json")).await.unwrap()).unwrap();
     assert_eq!(in_bucket["state"], "ready");
     assert_eq!(in_bucket["videoId"], id.as_str());
+    // The pictures, made from the segments in the bucket, as the bucket serves them.
+    assert_eq!(
+        in_bucket["images"]["poster"], "images/poster.jpg",
+        "{in_bucket:#}"
+    );
+    assert_eq!(in_bucket["images"]["posterWidth"], 640);
+    let poster = gcs
+        .get(CDN, &cdn_key(&id, "images/poster.jpg"))
+        .await
+        .unwrap();
+    assert!(poster.starts_with(&[0xff, 0xd8, 0xff]), "not a JPEG");
+    let vtt = gcs
+        .get(CDN, &cdn_key(&id, "images/storyboard.vtt"))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8(vtt)
+            .unwrap()
+            .contains("storyboard.jpg#xywh=0,0,160,90")
+    );
+    let thumbnail = app
+        .api
+        .http
+        .get(
+            app.api
+                .url(&format!("/thumbnail/{id}.jpg?time=1.5&width=320")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
 
     // A real client plays the package from the bucket's public URLs.
     let master_url = gcs.public_url(CDN, &cdn_key(&id, "manifest/master.m3u8"));

@@ -18,8 +18,8 @@ use schema::{VIDEO_ID_PATTERN, assert_valid, deref, resolve, validate};
 use serde_json::{Value, json};
 use video_transcoder::jobs::cost::Cost;
 use video_transcoder::jobs::status::{
-    Download, JobState, JobStatus, Progress, RenditionKind, RenditionState, RenditionStatus,
-    Timestamps,
+    Download, Images, JobState, JobStatus, Progress, RenditionKind, RenditionState,
+    RenditionStatus, Timestamps,
 };
 use video_transcoder::media::ladder::Tier;
 use video_transcoder::media::source::{AudioInfo, SourceInfo, Transfer, VideoInfo};
@@ -257,6 +257,13 @@ fn job_status_schema_matches_the_rust_types() {
             path: "videos/x/download.mp4".into(),
             rendition: "720p".into(),
             bytes: 1 << 20,
+        }),
+        images: Some(Images {
+            poster: Some("images/poster.jpg".into()),
+            poster_width: Some(1920),
+            poster_height: Some(1080),
+            storyboard: Some("images/storyboard.vtt".into()),
+            storyboard_image: Some("images/storyboard.jpg".into()),
         }),
         timestamps: Timestamps {
             queued: now,

@@ -150,6 +150,40 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
     let file = api.get(&format!("/videos/{id}/status.json")).await;
     assert_eq!(file.code, 200);
     check("/videos/{path}", "get", &file);
+    for (query, code) in [
+        ("?time=0.5&width=64", 200),
+        ("?time=99", 400),
+        ("?width=0", 400),
+    ] {
+        let path = format!("/thumbnail/{id}.jpg{query}");
+        let answer = api.http.get(api.url(&path)).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let content_type = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = answer.bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_eq!(status, code, "{path}: {body}");
+        check_answer(
+            &doc,
+            "/thumbnail/{file}",
+            "get",
+            status,
+            &content_type,
+            &body,
+        );
+    }
+    check(
+        "/thumbnail/{file}",
+        "get",
+        &api.get("/thumbnail/no-such-video.png").await,
+    );
+    check(
+        "/thumbnail/{file}",
+        "get",
+        &api.get(&format!("/thumbnail/{id}.gif")).await,
+    );
     // A folder is not a file: 404 as documented (a bucket has no such object), not a redirect.
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -226,7 +226,7 @@ async fn upload_takes_the_upload_token_or_an_allowed_id_token() {
     app.stop().await;
 }
 
-/// `OPEN_STATUS=false` and `OPEN_METRICS=false` close `/video-status` and `/metrics` to callers
+/// `OPEN_STATUS=false` and `OPEN_METRICS=false` close `/video-status` (and `/thumbnail`) and `/metrics` to callers
 /// without the upload token or an allowed ID token (401; another account's token 403), while
 /// `/healthz`, `/readyz`, `/openapi.json` and the player page stay open; `/transcode` still
 /// takes ID tokens only.
@@ -244,17 +244,17 @@ async fn closed_status_and_metrics_need_a_credential() {
     let id_token = bearer(&sign(&claims()));
     let other = bearer(&sign(&claims_with(json!({"email": "x@example.com"}))));
 
-    for path in [status, "/metrics"] {
+    let thumbnail = "/thumbnail/0b7c61a8-3f55-4cc2-9a0c-4bde6e3f2a10.jpg";
+    for path in [status, thumbnail, "/metrics"] {
         assert_unauthorized(&get_as(api, None, path).await);
         assert_unauthorized(&get_as(api, Some(&bearer("nope-nope-nope-nope")), path).await);
         assert_error(&get_as(api, Some(&other), path).await, 403, "forbidden");
     }
     for authorization in [&token, &id_token] {
-        assert_error(
-            &get_as(api, Some(authorization), status).await,
-            404,
-            "not_found",
-        );
+        for path in [status, thumbnail] {
+            let answer = get_as(api, Some(authorization), path).await;
+            assert_error(&answer, 404, "not_found");
+        }
         let metrics = api
             .http
             .get(api.url("/metrics"))

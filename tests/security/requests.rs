@@ -65,9 +65,13 @@ async fn odd_ids_and_object_names_are_refused_before_anything_is_touched() {
         "a%5Cb",
         long.as_str(),
     ] {
-        for route in ["/video-status", "/player"] {
-            let (code, body) = raw_get(&api.base, &format!("{route}/{id}"));
-            assert_eq!(code, 400, "{route}/{id}: {body}");
+        for path in [
+            format!("/video-status/{id}"),
+            format!("/player/{id}"),
+            format!("/thumbnail/{id}.jpg"),
+        ] {
+            let (code, body) = raw_get(&api.base, &path);
+            assert_eq!(code, 400, "{path}: {body}");
         }
     }
     let canary_key = "input/pending/canary.txt";

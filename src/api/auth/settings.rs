@@ -40,8 +40,8 @@ pub struct AccessSettings {
     #[arg(long, env = "UPLOAD_TOKEN", hide_env_values = true, value_parser = UploadToken::parse)]
     pub upload_token: Option<UploadToken>,
 
-    /// Whether `/video-status/{id}` is open to anyone; when false it needs the credentials of
-    /// `/transcode` or the upload token.
+    /// Whether `/video-status/{id}` and `/thumbnail/{id}.jpg` are open to anyone; when false
+    /// they need the credentials of `/transcode` or the upload token.
     #[arg(long, env = "OPEN_STATUS", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub open_status: bool,
 
