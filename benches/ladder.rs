@@ -1,7 +1,8 @@
-//! Ladder benchmark. Run: `cargo bench --bench ladder` (rounds: env `BENCH_ROUNDS`, default 3).
+//! Ladder benchmark. Run: `cargo bench --bench ladder` (rounds: env `BENCH_ROUNDS`, default 3);
+//! the chunked cases on a 2-minute source: `BENCH_SOURCE=2min cargo bench --bench ladder`.
 //!
 //! Makes (once, cached in `target/bench-data/`) a 1080p30, 30 s source with audio (testsrc2 + sine,
-//! x264 ~8 Mb/s, AAC 128k 48 kHz stereo, MP4), then builds the same 5-rung HLS ladder
+//! x264 ~8 Mb/s, 2 s GOP, AAC 128k 48 kHz stereo, MP4), then builds the same 5-rung HLS ladder
 //! (1080/720/480/360/240 at 5000/2800/1400/800/400 kb/s, x264 veryfast, 2 s GOP, 4 s fMP4 segments)
 //! three ways, alternating every round, each run in a fresh temp dir:
 //!   ours — `video-transcoder transcode` (default: one decode per tier, ≤480p published first);
@@ -11,6 +12,9 @@
 //!   (b)  — ONE ffmpeg CLI process: split filter -> 5 x (scale + libx264), audio encoded once;
 //!   (c)  — the seeds' approach: five ffmpeg processes in parallel, one per rendition, each
 //!          decoding the source and encoding its own audio.
+//! With `BENCH_SOURCE=2min` the source lasts 120 s and the cases are ours with `--chunk-seconds 16`,
+//! ours with the per-tier default chunks, ours with `--chunk-seconds 0` (one chunk per tier) and
+//! (b), alternating likewise; the ratios are chunked ÷ one chunk and each of ours ÷ (b).
 //! Prints medians of wall time, user+sys CPU and peak RSS (wait4 rusage per child; for (c) the sum
 //! of the five children's peaks), ratios, time to first playable and the targets with PASS/MISS.
 //! Nothing is asserted: it is a benchmark, not a test. It exits non-zero only if a run fails.
@@ -22,6 +26,10 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::source;
 
 /// (width, height, video kb/s) per rung.
 const LADDER: [(u32, u32, u32); 5] = [
@@ -60,34 +68,18 @@ fn rate(kbps: u32, s: &str) -> Vec<String> {
     text.split_whitespace().map(String::from).collect()
 }
 
-/// The cached source, generated on first use.
-fn source() -> PathBuf {
-    // The bench executable lives in <target>/<profile>/deps/.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.ancestors().nth(3).unwrap().join("bench-data");
-    let src = dir.join("src-1080p30-30s-8M.mp4");
-    if src.exists() {
-        return src;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    println!("generating {} ...", src.display());
-    let tmp = dir.join("src.tmp.mp4");
-    let ok = ffmpeg(
-        "-f lavfi -i testsrc2=size=1920x1080:rate=30 \
-         -f lavfi -i sine=frequency=440:sample_rate=48000 -t 30 \
-         -c:v libx264 -preset veryfast -pix_fmt yuv420p -g 60 -b:v 8M -maxrate 8M -bufsize 16M \
-         -c:a aac -b:a 128k -ar 48000 -ac 2 -movflags +faststart",
-    )
-    .arg(&tmp)
-    .status()
-    .expect("ffmpeg not found")
-    .success();
-    assert!(ok, "generating the source failed");
-    std::fs::rename(&tmp, &src).unwrap();
-    src
+/// One case of the benchmark, run in turn with the others every round.
+#[derive(Clone, Copy)]
+enum Case {
+    /// `video-transcoder transcode` with a decode plan and `--chunk-seconds` (`None`: unset).
+    Ours(&'static str, Option<u32>),
+    /// (b)
+    PeerOne,
+    /// (c)
+    PeerFive,
 }
 
-fn ours(src: &Path, out: &Path, plan: &str, images: &str) -> Command {
+fn ours(src: &Path, out: &Path, plan: &str, chunk: Option<u32>, images: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_video-transcoder"));
     c.arg("transcode").arg(src).arg("--out").arg(out);
     c.args([
@@ -100,6 +92,9 @@ fn ours(src: &Path, out: &Path, plan: &str, images: &str) -> Command {
         "--images",
         images,
     ]);
+    if let Some(seconds) = chunk {
+        c.args(["--chunk-seconds", &seconds.to_string()]);
+    }
     c
 }
 
@@ -221,7 +216,7 @@ fn ttfp_from_status(path: &Path) -> Option<f64> {
 }
 
 /// ffprobes a master playlist and prints what it holds; true if it is the full 5-rung ladder.
-fn probe(label: &str, master: &Path) -> bool {
+fn probe(label: &str, master: &Path, seconds: f64) -> bool {
     let args = "-v error -show_entries stream=codec_type,height:format=duration -of csv=p=0";
     let mut cmd = Command::new("ffprobe");
     let out = cmd
@@ -240,7 +235,7 @@ fn probe(label: &str, master: &Path) -> bool {
     let audio = lines.iter().any(|l| l.starts_with("audio"));
     let dur: f64 = lines.iter().find_map(|l| l.parse().ok()).unwrap_or(0.0);
     println!("  {label} output (ffprobe master): heights {heights:?}, audio {audio}, {dur:.1} s");
-    heights == [1080, 720, 480, 360, 240] && audio && dur > 29.0
+    heights == [1080, 720, 480, 360, 240] && audio && dur > seconds - 1.0
 }
 
 fn median(mut xs: Vec<f64>) -> Option<f64> {
@@ -251,45 +246,63 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 
 fn main() {
     let rounds = std::env::var("BENCH_ROUNDS").map_or(3, |s| s.parse().expect("BENCH_ROUNDS"));
+    let long = match std::env::var("BENCH_SOURCE").as_deref() {
+        Err(_) | Ok("30s") => false,
+        Ok("2min") => true,
+        Ok(other) => panic!("BENCH_SOURCE is `30s` (default) or `2min`, not `{other}`"),
+    };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let src = source();
-    let names = [
-        "ours (video-transcoder)",
-        "(b) ffmpeg CLI, 1 process",
-        "(c) ffmpeg CLI, 5 processes",
-        "ours, one decode",
-        "ours, no images",
-    ];
-    let mut runs: [Vec<Run>; 5] = Default::default();
+    let seconds = if long { 120 } else { 30 };
+    let src = source(seconds, 60);
+    let cases: Vec<(&str, Case)> = if long {
+        vec![
+            ("ours, 16 s chunks", Case::Ours("auto", Some(16))),
+            ("ours, default chunks", Case::Ours("auto", None)),
+            ("ours, one chunk (0)", Case::Ours("auto", Some(0))),
+            ("(b) ffmpeg CLI, 1 process", Case::PeerOne),
+        ]
+    } else {
+        vec![
+            ("ours (video-transcoder)", Case::Ours("auto", None)),
+            ("(b) ffmpeg CLI, 1 process", Case::PeerOne),
+            ("(c) ffmpeg CLI, 5 processes", Case::PeerFive),
+            ("ours, one decode", Case::Ours("single", None)),
+            ("ours, no images", Case::Ours("auto", None)),
+        ]
+    };
+    let mut runs: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
-        for (k, name) in names.iter().enumerate() {
+        for (k, (name, case)) in cases.iter().enumerate() {
             let tmp = tempfile::tempdir().unwrap();
             let (logs, out) = (tmp.path(), tmp.path().join("out"));
             std::fs::create_dir_all(&out).unwrap();
             let job = out.join("videos/bench");
-            let run = match k {
-                0 | 3 | 4 => {
+            let run = match *case {
+                Case::Ours(plan, chunk) => {
                     let master = job.join("manifest/master.m3u8");
-                    let plan = if k == 3 { "single" } else { "auto" };
-                    let images = if k == 4 { "none" } else { "all" };
-                    let cmd = ours(&src, &out, plan, images);
+                    let images = if name.ends_with("no images") {
+                        "none"
+                    } else {
+                        "all"
+                    };
+                    let cmd = ours(&src, &out, plan, chunk, images);
                     let mut r = measure(name, vec![cmd], logs, Some(master.clone()));
                     r.ttfp_status = ttfp_from_status(&job.join("status.json"));
                     if round == 1 {
-                        probe(name, &master);
+                        probe(name, &master, f64::from(seconds));
                     }
                     r
                 }
-                1 => {
+                Case::PeerOne => {
                     let r = measure(name, vec![peer_one(&src, &out)], logs, None);
-                    if round == 1 && !probe("(b)", &out.join("master.m3u8")) {
+                    let master = out.join("master.m3u8");
+                    if round == 1 && !probe("(b)", &master, f64::from(seconds)) {
                         eprintln!("(b) did not produce a playable 5-rung ladder");
                         std::process::exit(1);
                     }
                     r
                 }
-                2 => measure(name, peer_five(&src, &out), logs, None),
-                _ => unreachable!(),
+                Case::PeerFive => measure(name, peer_five(&src, &out), logs, None),
             };
             let (w, c, m) = (run.wall, run.cpu, run.rss_mib);
             println!(
@@ -298,7 +311,18 @@ fn main() {
             runs[k].push(run);
         }
     }
+    summary(&cases, &runs, rounds, cores, &src, long);
+}
 
+/// Prints the medians, the ratios and the targets (printed, never asserted).
+fn summary(
+    cases: &[(&str, Case)],
+    runs: &[Vec<Run>],
+    rounds: u32,
+    cores: usize,
+    src: &Path,
+    long: bool,
+) {
     let med = |k: usize, f: fn(&Run) -> Option<f64>| median(runs[k].iter().filter_map(f).collect());
     let wall = |k| med(k, |r| Some(r.wall)).unwrap();
     let cpu = |k| med(k, |r| Some(r.cpu)).unwrap();
@@ -314,38 +338,62 @@ fn main() {
         "{:30} {:>8} {:>8} {:>13}",
         head[0], head[1], head[2], head[3]
     );
-    for (k, name) in names.iter().enumerate() {
+    for (k, (name, _)) in cases.iter().enumerate() {
         println!("{name:30} {:8.2} {:8.2} {:13.1}", wall(k), cpu(k), rss(k));
     }
-    for (ours, k, label) in [
-        (0, 1, "ratio ours ÷ (b)"),
-        (0, 2, "ratio ours ÷ (c)"),
-        (3, 1, "ratio ours one decode ÷ (b)"),
-        (0, 4, "ratio with ÷ without images"),
-    ] {
+    // (ours, against, label); in the long set 3 is (b), 2 the one-chunk run.
+    let ratios: &[(usize, usize, &str)] = if long {
+        &[
+            (0, 2, "ratio 16 s chunks ÷ one chunk"),
+            (1, 2, "ratio default ÷ one chunk"),
+            (0, 3, "ratio 16 s chunks ÷ (b)"),
+            (1, 3, "ratio default chunks ÷ (b)"),
+            (2, 3, "ratio one chunk ÷ (b)"),
+        ]
+    } else {
+        &[
+            (0, 1, "ratio ours ÷ (b)"),
+            (0, 2, "ratio ours ÷ (c)"),
+            (3, 1, "ratio ours one decode ÷ (b)"),
+            (0, 4, "ratio with ÷ without images"),
+        ]
+    };
+    for &(ours, k, label) in ratios {
         let (w, c, m) = (wall(ours) / wall(k), cpu(ours) / cpu(k), rss(ours) / rss(k));
         println!("{label:30} {w:8.2} {c:8.2} {m:13.2}");
     }
     println!("(CPU = user+sys from wait4 rusage; (c) peak RSS = sum of the five children's peaks)");
-    let ttfp = |x: Option<f64>| match x {
-        Some(s) => format!("{s:.2} s ({:.0}% of our wall)", 100.0 * s / wall(0)),
-        None => "n/a".into(),
+    let ttfp = |k: usize| {
+        let (st, poll) = (med(k, |r| r.ttfp_status), med(k, |r| r.ttfp_poll));
+        let show = |x: Option<f64>| match x {
+            Some(s) => format!("{s:.2} s ({:.0}% of its wall)", 100.0 * s / wall(k)),
+            None => "n/a".into(),
+        };
+        format!("status.json {}; polled master {}", show(st), show(poll))
     };
-    let (st, poll) = (med(0, |r| r.ttfp_status), med(0, |r| r.ttfp_poll));
-    println!(
-        "time to first playable (median): status.json {}; polled master {}",
-        ttfp(st),
-        ttfp(poll)
-    );
-    let (rb, rc, peak) = (wall(0) / wall(1), wall(0) / wall(2), rss(0));
+    for (k, (name, case)) in cases.iter().enumerate() {
+        if let Case::Ours(..) = case {
+            println!("time to first playable (median), {name}: {}", ttfp(k));
+        }
+    }
+    let targets: Vec<(&str, f64, f64)> = if long {
+        vec![
+            ("wall 16 s chunks ÷ one chunk", wall(0) / wall(2), 1.0),
+            ("wall 16 s chunks ÷ (b)", wall(0) / wall(3), 1.0),
+            ("wall default ÷ (b)", wall(1) / wall(3), 1.0),
+            ("16 s chunks peak RSS MiB", rss(0), 1024.0),
+        ]
+    } else {
+        vec![
+            ("wall ours ÷ (b)", wall(0) / wall(1), 1.0),
+            ("wall ours ÷ (c)", wall(0) / wall(2), 0.75),
+            ("ours peak RSS MiB", rss(0), 1024.0),
+            ("images wall ratio", wall(0) / wall(4), 1.03),
+        ]
+    };
     println!("targets (printed, not asserted):");
-    for (label, value, limit) in [
-        ("wall ours ÷ (b)", rb, 1.0),
-        ("wall ours ÷ (c)", rc, 0.75),
-        ("ours peak RSS MiB", peak, 1024.0),
-        ("images wall ratio", wall(0) / wall(4), 1.03),
-    ] {
+    for (label, value, limit) in targets {
         let verdict = if value <= limit { "PASS" } else { "MISS" };
-        println!("  {label:18} {value:7.2} ≤ {limit:<7.2} {verdict}");
+        println!("  {label:28} {value:7.2} ≤ {limit:<7.2} {verdict}");
     }
 }

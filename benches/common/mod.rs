@@ -141,3 +141,41 @@ pub fn clip(name: &str, lavfi: &str, seconds: u32) -> PathBuf {
     std::fs::rename(&tmp, &path).unwrap();
     path
 }
+
+/// The benchmarks' 1080p30 source with audio, `seconds` long with a `gop`-frame GOP (testsrc2 +
+/// sine, x264 veryfast ~8 Mb/s, AAC 128k 48 kHz stereo, MP4 faststart), generated on first use
+/// into `target/bench-data/`.
+pub fn source(seconds: u32, gop: u32) -> PathBuf {
+    // The bench executable lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.ancestors().nth(3).unwrap().join("bench-data");
+    let src = match (seconds, gop) {
+        (30, 60) => dir.join("src-1080p30-30s-8M.mp4"),
+        _ => dir.join(format!("src-1080p30-{seconds}s-8M-g{gop}.mp4")),
+    };
+    if src.exists() {
+        return src;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("generating {} ...", src.display());
+    let tmp = dir.join(format!(
+        "tmp-{}",
+        src.file_name().unwrap().to_string_lossy()
+    ));
+    let args = format!(
+        "-hide_banner -nostdin -loglevel error -y \
+         -f lavfi -i testsrc2=size=1920x1080:rate=30 \
+         -f lavfi -i sine=frequency=440:sample_rate=48000 -t {seconds} \
+         -c:v libx264 -preset veryfast -pix_fmt yuv420p -g {gop} -b:v 8M -maxrate 8M -bufsize 16M \
+         -c:a aac -b:a 128k -ar 48000 -ac 2 -movflags +faststart"
+    );
+    let ok = Command::new("ffmpeg")
+        .args(args.split_whitespace())
+        .arg(&tmp)
+        .status()
+        .expect("ffmpeg not found")
+        .success();
+    assert!(ok, "generating the source failed");
+    std::fs::rename(&tmp, &src).unwrap();
+    src
+}

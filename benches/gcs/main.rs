@@ -1,4 +1,4 @@
-//! Cloud Storage benchmark. Run: `cargo bench --bench gcs`
+//! Cloud Storage benchmark. Run: `cargo bench --bench gcs` (or e.g. `BENCH_CASES=1gib,8gib`)
 //!
 //! Measures, in one run, what the GCS stores cost against local folders, with fake-gcs-server
 //! (from the PATH, on port 80 of a loopback address from 127.0.0.200, objects on disk) standing in
@@ -10,10 +10,12 @@
 //!              from the output store (the folder's file, or the emulator's public URL). Rounds
 //!              alternate local, GCS, local, GCS, each on a fresh release server; the server's
 //!              peak RSS (VmHWM) per run, and the ratio GCS ÷ local.
-//!   1 GiB    — 1 GiB of pseudo-random bytes streamed into the input bucket (not timed) and
-//!              triggered on a server with MAX_VIDEO_SIZE 2 GiB: the job downloads it to scratch,
-//!              then fails at probe. The server's VmRSS is sampled every 50 ms: before, peak and
-//!              VmHWM, and the download rate from the scratch file's size.
+//!   big      — a 1 GiB and an 8 GiB source (raw 1080p video in a MOV, made in the emulator's
+//!              folder, see `big`) transcoded to one 240p rung on a fresh server: the job reads
+//!              the object by ranged reads, so the server's memory should not grow with the
+//!              source's size. The server's VmRSS is sampled every 50 ms: before, peak and VmHWM.
+//! Cases: env `BENCH_CASES`, a comma list of `clip`, `1gib`, `8gib` (default: all); the 8 GiB
+//! case needs about 8.5 GB of free disk while it runs (the object is deleted afterwards).
 //! Scratch and emulator folders are under `target/tmp`, on the real disk. Nothing is asserted;
 //! it exits non-zero only if the set-up fails. Every process it starts is killed when the bench
 //! ends, panics included.
@@ -21,6 +23,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 // The tests' emulator; the bench uses part of it.
+mod big;
 #[allow(dead_code)]
 #[path = "../../tests/common/gcs.rs"]
 mod emulator;
@@ -30,16 +33,17 @@ mod report;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use big::BigRun;
 use common::{Server, memory};
 use emulator::Emulator;
-use inputs::{clip, random_body};
+use inputs::clip;
 use serde_json::{Value, json};
 
-const INPUT: &str = "bench-in";
-const CDN: &str = "bench-cdn";
+pub const INPUT: &str = "bench-in";
+pub const CDN: &str = "bench-cdn";
 const CDN_PREFIX: &str = "media";
 const GIB: u64 = 1 << 30;
-const MIB: f64 = (1 << 20) as f64;
+pub const MIB: f64 = (1 << 20) as f64;
 const ROUNDS: usize = 2;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -69,22 +73,8 @@ struct ClipRun {
     peak_rss: u64,
 }
 
-/// The 1 GiB source download; times in seconds from the trigger.
-struct DownloadRun {
-    upload_seconds: f64,
-    rss_before: u64,
-    rss_peak: u64,
-    hwm: u64,
-    first_bytes: Option<f64>,
-    complete: Option<f64>,
-    final_at: f64,
-    state: String,
-    error: String,
-    samples: usize,
-}
-
 /// The service's settings for the emulator's buckets.
-fn gcs_settings(emulator: &Emulator) -> Vec<(&'static str, String)> {
+pub fn gcs_settings(emulator: &Emulator) -> Vec<(&'static str, String)> {
     vec![
         ("INPUT_STORE", format!("gs://{INPUT}")),
         ("OUTPUT_STORE", format!("gs://{CDN}/{CDN_PREFIX}")),
@@ -92,7 +82,7 @@ fn gcs_settings(emulator: &Emulator) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn trigger(http: &reqwest::Client, server: &Server, body: &Value) {
+pub async fn trigger(http: &reqwest::Client, server: &Server, body: &Value) {
     let answer = http
         .post(format!("{}/transcode", server.base))
         .json(body)
@@ -104,12 +94,12 @@ async fn trigger(http: &reqwest::Client, server: &Server, body: &Value) {
     assert_eq!(code, 202, "trigger {body}: {text}");
 }
 
-async fn status(http: &reqwest::Client, server: &Server, id: &str) -> Value {
+pub async fn status(http: &reqwest::Client, server: &Server, id: &str) -> Value {
     let url = format!("{}/video-status/{id}", server.base);
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-fn is_final(state: &str) -> bool {
+pub fn is_final(state: &str) -> bool {
     !matches!(state, "queued" | "processing")
 }
 
@@ -212,88 +202,15 @@ async fn run_clip(
     run
 }
 
-/// The size of the job's downloaded source in `scratch` (`<job>/source`), if it exists.
-fn source_size(scratch: &Path) -> Option<u64> {
-    let jobs = std::fs::read_dir(scratch).ok()?;
-    jobs.flatten()
-        .filter_map(|job| std::fs::metadata(job.path().join("source")).ok())
-        .map(|m| m.len())
-        .max()
-}
-
-async fn run_download(emulator: &Emulator, http: &reqwest::Client) -> DownloadRun {
-    println!("uploading 1 GiB of pseudo-random bytes to gs://{INPUT}/big.bin ...");
-    let uploading = Instant::now();
-    emulator.put(INPUT, "big.bin", random_body(GIB)).await;
-    let upload_seconds = uploading.elapsed().as_secs_f64();
-
-    let mut settings = gcs_settings(emulator);
-    settings.push(("MAX_VIDEO_SIZE", (2 * GIB).to_string()));
-    let server = Server::start("download", &settings);
-    tokio::time::sleep(Duration::from_millis(500)).await; // settle after start-up
-    let pid = server.pid();
-    let rss_before = memory(pid, "VmRSS").unwrap_or(0);
-    let id = "bench-1gib";
-    let body = json!({
-        "videoId": id,
-        "inputBucket": INPUT,
-        "inputPath": "big.bin",
-        "outputBucket": CDN,
-    });
-    let started = Instant::now();
-    trigger(http, &server, &body).await;
-    let (mut rss_peak, mut samples) = (rss_before, 0);
-    let (mut first_bytes, mut complete) = (None, None);
-    let mut ticks = tokio::time::interval(Duration::from_millis(50));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let last = loop {
-        ticks.tick().await;
-        if let Some(rss) = memory(pid, "VmRSS") {
-            rss_peak = rss_peak.max(rss);
-            samples += 1;
-        }
-        let now = started.elapsed().as_secs_f64();
-        if let Some(size) = source_size(&server.scratch_dir()) {
-            if size > 0 && first_bytes.is_none() {
-                first_bytes = Some(now);
-            }
-            if size >= GIB && complete.is_none() {
-                complete = Some(now);
-            }
-        }
-        let s = status(http, &server, id).await;
-        if is_final(s["state"].as_str().unwrap_or("?")) {
-            break s;
-        }
-        assert!(now < 900.0, "the 1 GiB job is still not done: {s:#}");
-    };
-    let run = DownloadRun {
-        upload_seconds,
-        rss_before,
-        rss_peak,
-        hwm: memory(pid, "VmHWM").unwrap_or(0),
-        first_bytes,
-        complete,
-        final_at: started.elapsed().as_secs_f64(),
-        state: last["state"].as_str().unwrap_or("?").to_string(),
-        error: last["error"].as_str().unwrap_or("").to_string(),
-        samples,
-    };
-    println!(
-        "1 GiB download: ended `{}` after {:.2} s ({}), RSS before {:.0} MiB, peak sampled \
-         {:.0} MiB, VmHWM {:.0} MiB",
-        run.state,
-        run.final_at,
-        run.error,
-        run.rss_before as f64 / MIB,
-        run.rss_peak as f64 / MIB,
-        run.hwm as f64 / MIB
-    );
-    run
-}
-
 fn main() {
-    let clip = clip();
+    let cases = std::env::var("BENCH_CASES").unwrap_or_else(|_| "clip,1gib,8gib".into());
+    let cases: Vec<&str> = cases.split(',').map(str::trim).collect();
+    for case in &cases {
+        assert!(
+            ["clip", "1gib", "8gib"].contains(case),
+            "BENCH_CASES takes clip, 1gib, 8gib; not `{case}`"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -307,18 +224,25 @@ fn main() {
         let emulator =
             Emulator::start_in(Path::new(env!("CARGO_TARGET_TMPDIR")), &[INPUT, CDN]).await;
         println!("emulator on {}", emulator.endpoint());
-        let bytes = std::fs::read(&clip).unwrap();
-        emulator.put(INPUT, "clip.mp4", bytes).await;
-
         let mut runs = Vec::new();
-        for round in 1..=ROUNDS {
-            for store in [Store::Local, Store::Gcs] {
-                runs.push(run_clip(store, round, &clip, &emulator, &http).await);
+        if cases.contains(&"clip") {
+            let clip = clip();
+            let bytes = std::fs::read(&clip).unwrap();
+            emulator.put(INPUT, "clip.mp4", bytes).await;
+            for round in 1..=ROUNDS {
+                for store in [Store::Local, Store::Gcs] {
+                    runs.push(run_clip(store, round, &clip, &emulator, &http).await);
+                }
             }
         }
-        let download = run_download(&emulator, &http).await;
+        let mut bigs: Vec<BigRun> = Vec::new();
+        for (case, size) in [("1gib", GIB), ("8gib", 8 * GIB)] {
+            if cases.contains(&case) {
+                bigs.push(big::run(&emulator, &http, size).await);
+            }
+        }
         let emulator_hwm = emulator.pid().and_then(|pid| memory(pid, "VmHWM"));
         drop(emulator);
-        report::print(&runs, &download, emulator_hwm);
+        report::print(&runs, &bigs, emulator_hwm);
     });
 }

@@ -1,13 +1,14 @@
 //! The summary printed at the end of the run.
 
-use crate::{ClipRun, DownloadRun, MIB, ROUNDS, Store};
+use crate::big::BigRun;
+use crate::{ClipRun, MIB, ROUNDS, Store};
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0), |(s, n), v| (s + v, n + 1));
     sum / n as f64
 }
 
-pub fn print(runs: &[ClipRun], download: &DownloadRun, emulator_hwm: Option<u64>) {
+pub fn print(runs: &[ClipRun], bigs: &[BigRun], emulator_hwm: Option<u64>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -18,11 +19,22 @@ pub fn print(runs: &[ClipRun], download: &DownloadRun, emulator_hwm: Option<u64>
         "load average now: {} (others' work on the machine adds to the numbers)",
         load.trim()
     );
+    if !runs.is_empty() {
+        print_clips(runs);
+    }
+    print_bigs(bigs);
+    println!(
+        "the emulator's own VmHWM over the bench: {}",
+        emulator_hwm.map_or("?".to_string(), |b| format!("{:.0} MiB", b as f64 / MIB))
+    );
+}
+
+fn print_clips(runs: &[ClipRun]) {
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     println!(
         "\n{:14} {:>9} {:>8} {:>8} | {:>8} {:>9} {:>9} | {:>9}",
         "run (s)", "playable", "ready", "master", "started", "playable", "finished", "peak RSS"
     );
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for r in runs {
         println!(
             "{:14} {:9.2} {:8.2} {:8.2} | {:>8} {:>9} {:>9} | {:5.0} MiB",
@@ -73,41 +85,56 @@ pub fn print(runs: &[ClipRun], download: &DownloadRun, emulator_hwm: Option<u64>
             format!("mean {}", store.name())
         );
     }
+}
 
-    let d = download;
-    let gib_per_s =
-        |seconds: Option<f64>| seconds.map_or("-".to_string(), |s| format!("{:.2}", 1.0 / s));
-    println!("\n1 GiB source download from the bucket (server with MAX_VIDEO_SIZE 2 GiB)");
+fn print_bigs(bigs: &[BigRun]) {
+    if bigs.is_empty() {
+        return;
+    }
     println!(
-        "  server RSS: before {:.0} MiB, peak sampled every 50 ms {:.0} MiB ({} samples), \
-         VmHWM {:.0} MiB",
-        d.rss_before as f64 / MIB,
-        d.rss_peak as f64 / MIB,
-        d.samples,
-        d.hwm as f64 / MIB
+        "\nlarge sources read from the bucket by ranged reads (raw UYVY 1080p10 MOV, moov at the \
+         end, no audio; LADDER=240:400, default chunks; a fresh server each)"
     );
     println!(
-        "  trigger → first bytes in scratch {} s, → scratch file complete (1 GiB) {} s = {} GiB/s; \
-         → job `{}` {:.2} s = {:.2} GiB/s",
-        opt(d.first_bytes),
-        opt(d.complete),
-        gib_per_s(d.complete),
-        d.state,
-        d.final_at,
-        1.0 / d.final_at
+        "{:>8} {:>7} {:>9} {:>10} {:>13} {:>11} {:>10} {:>8}",
+        "source",
+        "frames",
+        "job s",
+        "RSS before",
+        "RSS peak (50 ms)",
+        "VmHWM",
+        "emu VmHWM",
+        "state"
     );
-    if let (Some(first), Some(complete)) = (d.first_bytes, d.complete) {
+    for b in bigs {
+        let emulator = b
+            .emulator_hwm
+            .map_or("?".into(), |v| format!("{:.0}", v as f64 / MIB));
         println!(
-            "  streaming alone (first bytes → complete): {:.2} s = {:.2} GiB/s",
-            complete - first,
-            1.0 / (complete - first)
+            "{:>4} GiB {:>7} {:9.2} {:6.0} MiB {:12.0} MiB {:7.0} MiB {:>6} MiB {:>8}",
+            b.size >> 30,
+            b.frames,
+            b.final_at,
+            b.rss_before as f64 / MIB,
+            b.rss_peak as f64 / MIB,
+            b.hwm as f64 / MIB,
+            emulator,
+            b.state
+        );
+        if !b.error.is_empty() {
+            println!("  error: {}", b.error);
+        }
+        println!(
+            "  (240p frames done {} of {}; {} RSS samples; making the source took {:.1} s)",
+            b.frames_done.0, b.frames_done.1, b.samples, b.make_seconds
         );
     }
-    println!("  the job's error: {}", d.error);
-    println!(
-        "  set-up: uploading the 1 GiB object to the emulator took {:.2} s; the emulator's own \
-         VmHWM over the bench {}",
-        d.upload_seconds,
-        emulator_hwm.map_or("?".to_string(), |b| format!("{:.0} MiB", b as f64 / MIB))
-    );
+    if let [small, large] = bigs {
+        println!(
+            "VmHWM {} GiB ÷ {} GiB: {:.2}",
+            large.size >> 30,
+            small.size >> 30,
+            large.hwm as f64 / small.hwm as f64
+        );
+    }
 }

@@ -112,7 +112,8 @@ impl Emulator {
         matches!(list, Ok(r) if r.status().is_success())
     }
 
-    fn objects_dir(&self) -> PathBuf {
+    /// The filesystem backend's folder: `<bucket>/<key>` files, their metadata in an xattr.
+    pub fn objects_dir(&self) -> PathBuf {
         self.root.path().join("objects")
     }
 
