@@ -147,8 +147,13 @@ impl Job<'_> {
             .count();
         let scheduler = &self.engine.scheduler;
         let memory = pass_memory(info, plan, &members);
+        // A chunked video's audio unit takes no encoder from the pool: AAC costs a few percent
+        // of one core, and the master names no video before the audio's first segment is out,
+        // so queueing it behind the first video chunk would hold back first playback.
+        let own_audio = encoders == 0 && plan.video_count() > 0;
         let grant = tokio::select! {
-            grant = scheduler.acquire(unit.tier, encoders, memory) => grant,
+            grant = scheduler.acquire(unit.tier, encoders, memory), if !own_audio => grant.map(Some),
+            () = std::future::ready(()), if own_audio => Ok(None),
             () = self.cancel.cancelled() => return Ok(true),
         };
         let _grant = match grant {
