@@ -79,7 +79,15 @@ async fn a_job_sends_playable_and_ready_once_each_signed() {
             body["statusUrl"],
             app.api.url(&format!("/videos/{id}/status.json"))
         );
-        assert!(body["posterUrl"].is_null(), "{body:#}");
+        // The poster is made once the first tier is ready: ready always names it, playable may.
+        let poster = app.api.url(&format!("/videos/{id}/images/poster.jpg"));
+        match body["type"].as_str() {
+            Some("video.ready") => assert_eq!(body["posterUrl"], poster.as_str(), "{body:#}"),
+            _ => assert!(
+                body["posterUrl"].is_null() || body["posterUrl"] == poster.as_str(),
+                "{body:#}"
+            ),
+        }
         assert!(
             body["id"].as_str().is_some_and(|i| i.len() == 36),
             "{body:#}"
