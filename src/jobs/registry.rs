@@ -146,16 +146,20 @@ impl Jobs {
         unfinished(&self.active.lock().expect("jobs lock"))
     }
 
-    /// Live statuses of the jobs on this instance (oldest queued first) and the final statuses
-    /// of the last `finished` jobs that ended here (newest first), for operators.
-    pub fn overview(&self, finished: usize) -> (Vec<JobStatus>, Vec<JobStatus>) {
-        let mut active: Vec<JobStatus> = self
-            .active
+    /// The current status of every job this instance is running or queueing.
+    fn active_statuses(&self) -> Vec<JobStatus> {
+        self.active
             .lock()
             .expect("jobs lock")
             .values()
             .map(|job| job.status.borrow().clone())
-            .collect();
+            .collect()
+    }
+
+    /// Live statuses of the jobs on this instance (oldest queued first) and the final statuses
+    /// of the last `finished` jobs that ended here (newest first), for operators.
+    pub fn overview(&self, finished: usize) -> (Vec<JobStatus>, Vec<JobStatus>) {
+        let mut active = self.active_statuses();
         active.sort_by_key(|job| job.timestamps.queued);
         let recent = self.recent.lock().expect("recent lock").latest(finished);
         (active, recent)
@@ -388,13 +392,7 @@ impl Jobs {
         {
             return;
         }
-        let stuck: Vec<JobStatus> = self
-            .active
-            .lock()
-            .expect("jobs lock")
-            .values()
-            .map(|job| job.status.borrow().clone())
-            .collect();
+        let stuck = self.active_statuses();
         let writes = stuck.into_iter().map(|mut status| async move {
             tracing::warn!(video_id = %status.video_id, "job did not stop in time");
             status.state = JobState::Interrupted;
