@@ -275,6 +275,9 @@ pub struct ServeSettings {
     pub webhooks: WebhookSettings,
 
     #[command(flatten)]
+    pub queue: crate::queue::QueueSettings,
+
+    #[command(flatten)]
     pub transcode: TranscodeSettings,
 }
 

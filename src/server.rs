@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::ServeSettings;
+use crate::jobs::registry::Queued;
 use crate::jobs::scheduler::MemoryProbe;
+use crate::jobs::worker::Worker;
 use crate::jobs::{Engine, Jobs};
+use crate::queue::Queue;
 use crate::webhooks::Webhooks;
 use crate::{jobs, media, storage};
 
@@ -68,12 +71,30 @@ pub async fn serve(
     let webhooks = Webhooks::start(&settings.webhooks, output.clone(), public_base_url.clone())
         .await
         .map_err(anyhow::Error::msg)?;
+    let queued = match Queue::open(&settings.queue)
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        Some(queue) => Some(Queued {
+            worker: Worker::new(
+                engine.clone(),
+                input.clone(),
+                output.clone(),
+                Duration::from_secs(settings.queue.work_lease_seconds),
+                Duration::from_secs(settings.queue.work_wait_seconds),
+                Some(queue.clone()),
+            ),
+            queue,
+        }),
+        None => None,
+    };
     let jobs = Jobs::new(
         engine,
         output.clone(),
         settings.max_queued_jobs as usize,
         Duration::from_secs(settings.claim_ttl),
         webhooks.clone(),
+        queued,
     );
     let grace = Duration::from_secs(settings.shutdown_grace);
     tracing::info!(

@@ -34,6 +34,8 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 #[derive(Clone, Copy, Debug)]
 pub enum Route {
     Trigger,
+    /// `/work`: queued units, from the push subscriptions' account.
+    Work,
     Upload,
     Status,
     Metrics,
@@ -81,7 +83,7 @@ impl Access {
         let id_token = self.tokens.is_some();
         let upload_token = self.settings.upload_token.is_some();
         match route {
-            Route::Trigger => Rule {
+            Route::Trigger | Route::Work => Rule {
                 id_token,
                 upload_token: false,
             },
@@ -113,7 +115,7 @@ impl Access {
             return Ok(());
         }
         match (&self.tokens, rule.id_token) {
-            (Some(tokens), true) => self.check_id_token(tokens, token).await,
+            (Some(tokens), true) => self.check_id_token(tokens, token, route).await,
             _ => Err(ApiError::Unauthorized(
                 "the bearer token is not valid".into(),
             )),
@@ -124,6 +126,7 @@ impl Access {
         &self,
         tokens: &tokio::sync::Mutex<TokenCheck>,
         token: &str,
+        route: Route,
     ) -> Result<(), ApiError> {
         let verified = tokio::time::timeout(VERIFY_TIMEOUT, async {
             let mut check = tokens.lock().await;
@@ -154,8 +157,7 @@ impl Access {
             Some(email)
                 if verified_email
                     && self
-                        .settings
-                        .allowed_emails()
+                        .allowed(route)
                         .any(|allowed| allowed.eq_ignore_ascii_case(email)) =>
             {
                 Ok(())
@@ -167,6 +169,16 @@ impl Access {
                 "the token's email `{email}` is not verified"
             ))),
             None => Err(ApiError::Forbidden("the ID token names no email".into())),
+        }
+    }
+}
+
+impl Access {
+    /// Whose ID tokens `route` takes: `/work` has its own list.
+    fn allowed(&self, route: Route) -> Box<dyn Iterator<Item = &str> + '_> {
+        match route {
+            Route::Work => Box::new(self.settings.work_emails()),
+            _ => Box::new(self.settings.allowed_emails()),
         }
     }
 }

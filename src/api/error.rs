@@ -56,7 +56,7 @@ impl From<AdmitError> for ApiError {
                 message: e.to_string(),
                 retry_after: 30,
             },
-            AdmitError::Draining => ApiError::Unavailable(e.to_string()),
+            AdmitError::Draining | AdmitError::Queue(_) => ApiError::Unavailable(e.to_string()),
             AdmitError::Conflict(_) | AdmitError::Made(_) => ApiError::Conflict(e.to_string()),
         }
     }

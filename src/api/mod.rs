@@ -14,6 +14,7 @@ mod thumbnail;
 mod trigger;
 mod upload;
 mod videos;
+mod work;
 
 use std::sync::Arc;
 
@@ -84,6 +85,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/transcode",
             post(trigger::transcode).route_layer(guard(auth::Route::Trigger)),
+        )
+        .route(
+            "/work",
+            post(work::work).route_layer(guard(auth::Route::Work)),
+        )
+        .route(
+            "/work/dead-letter",
+            post(work::dead_letter).route_layer(guard(auth::Route::Work)),
         )
         .route(
             "/video-status/{id}",

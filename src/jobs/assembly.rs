@@ -34,11 +34,7 @@ impl Job<'_> {
             }
             let _ = std::fs::remove_file(&init);
         }
-        let text = text
-            .replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD")
-            .replace("#EXT-X-ENDLIST\n", "")
-            + "#EXT-X-ENDLIST\n";
-        std::fs::write(folder.join(PLAYLIST), with_target_duration(&text))?;
+        std::fs::write(folder.join(PLAYLIST), final_playlist(&text))?;
         for k in 0..parts {
             let _ = std::fs::remove_file(folder.join(Part::playlist(k)));
         }
@@ -46,7 +42,7 @@ impl Job<'_> {
     }
 
     /// Part 0's init segment, from scratch or, once published, from the output store.
-    async fn published_init(&self, folder: &Path) -> Option<Vec<u8>> {
+    pub(super) async fn published_init(&self, folder: &Path) -> Option<Vec<u8>> {
         if let Ok(bytes) = std::fs::read(folder.join(INIT_SEGMENT)) {
             return Some(bytes);
         }
@@ -58,10 +54,32 @@ impl Job<'_> {
 }
 
 /// The `avcC` box of an fMP4 init segment, if any.
-fn avcc(init: &[u8]) -> Option<&[u8]> {
+pub(super) fn avcc(init: &[u8]) -> Option<&[u8]> {
     let at = init.windows(4).position(|w| w == b"avcC")?;
     let size = u32::from_be_bytes(init.get(at - 4..at)?.try_into().ok()?) as usize;
     init.get(at..at - 4 + size)
+}
+
+/// The VOD playlist of a rendition whose parts are all joined in `text`.
+pub(super) fn final_playlist(text: &str) -> String {
+    let text = text
+        .replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD")
+        .replace("#EXT-X-ENDLIST\n", "")
+        + "#EXT-X-ENDLIST\n";
+    with_target_duration(&text)
+}
+
+/// Adds part `k`'s playlist `part` to the joined `text`: part 0's header and segments, a later
+/// part's segments only.
+pub(super) fn append_part(text: &mut String, k: u32, part: &str) {
+    if k == 0 {
+        for line in part.lines().filter(|l| *l != "#EXT-X-ENDLIST") {
+            text.push_str(line);
+            text.push('\n');
+        }
+    } else {
+        text.push_str(&only_segments(part));
+    }
 }
 
 /// A part playlist's segment lines (EXTINF and URI) only.
@@ -85,14 +103,7 @@ pub fn assembled(folder: &Path, parts: u32) -> Option<(String, bool)> {
         if !part.starts_with("#EXTM3U") {
             return (k > 0).then_some((text, false));
         }
-        if k == 0 {
-            for line in part.lines().filter(|l| *l != "#EXT-X-ENDLIST") {
-                text.push_str(line);
-                text.push('\n');
-            }
-        } else {
-            text.push_str(&only_segments(&part));
-        }
+        append_part(&mut text, k, &part);
         if !part.contains("#EXT-X-ENDLIST") {
             return Some((text, false));
         }

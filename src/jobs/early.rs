@@ -55,6 +55,9 @@ pub struct Target {
     pub video_id: String,
     pub scratch: PathBuf,
     pub board: SharedBoard,
+    /// Whether the growing playlists (and the master over them) are published; off, only the
+    /// files are.
+    pub playlists: bool,
     pub renditions: HashMap<PathBuf, Growing>,
 }
 
@@ -156,6 +159,9 @@ impl Early {
     /// declares the new peak first; one it does not name yet enters it right after. Failing is
     /// only logged: the final playlist comes anyway.
     async fn publish_playlist(&mut self, target: &Target, folder: &Path) {
+        if !target.playlists {
+            return;
+        }
         let Some((text, count)) = published_part(folder, &self.sizes) else {
             return;
         };
@@ -318,6 +324,7 @@ mod tests {
             video_id: "v".into(),
             scratch: scratch.path().to_path_buf(),
             board: Arc::new(tokio::sync::Mutex::new(Board::new("v", None, 1, false))),
+            playlists: true,
             renditions: HashMap::new(),
         };
         let (sink, task) = start(target, over.clone());

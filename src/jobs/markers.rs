@@ -8,40 +8,47 @@ use std::sync::atomic::AtomicU64;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::assembly::only_segments;
+use super::assembly::{avcc as avcc_box, only_segments};
 use super::plan::Plan;
 use super::run::Job;
 use super::units::{Book, Unit};
 use crate::media::MediaError;
-use crate::media::mux::{INIT_SEGMENT, Part};
+use crate::media::mux::{INIT_SEGMENT, PLAYLIST, Part};
 use crate::media::pass::FrameRange;
 use crate::media::playlist::MediaPlaylist;
 
 /// A finished unit's record of one rendition, `videos/<id>/units/<rendition>-<k>.json`.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Marker {
+pub(super) struct Marker {
     /// The encoding settings it was made under (status.json's `encoding`).
-    encoding: String,
+    pub(super) encoding: String,
     rendition: String,
     chunk: u32,
-    first_frame: u64,
+    pub(super) first_frame: u64,
     /// `null`: to the end of the source.
-    end_frame: Option<u64>,
-    segments: Vec<MarkedSegment>,
+    pub(super) end_frame: Option<u64>,
+    pub(super) segments: Vec<MarkedSegment>,
     peak_bits_per_second: u64,
-    codecs: Option<String>,
+    pub(super) codecs: Option<String>,
     /// Size of the init segment, which part 0 publishes (0 otherwise).
-    init_bytes: u64,
+    pub(super) init_bytes: u64,
     /// The part's playlist, as the muxer finished it: a resumed run assembles from it.
-    playlist: String,
+    pub(super) playlist: String,
+    /// The part's codec configuration (the init segment's `avcC` box, hex; fMP4 video only):
+    /// every part must match part 0's, whose init segment all of them play with.
+    #[serde(default)]
+    pub(super) avcc: Option<String>,
+    /// CPU seconds of the unit that made it, its share for this rendition (0: not measured).
+    #[serde(default)]
+    pub(super) cpu_seconds: f64,
 }
 
 #[derive(Serialize, Deserialize)]
-struct MarkedSegment {
-    uri: String,
-    seconds: f64,
-    bytes: u64,
+pub(super) struct MarkedSegment {
+    pub(super) uri: String,
+    pub(super) seconds: f64,
+    pub(super) bytes: u64,
 }
 
 impl Job<'_> {
@@ -105,13 +112,18 @@ impl Job<'_> {
         unit: &Unit,
         folder: &Path,
         codecs: Option<&str>,
+        cpu_seconds: f64,
     ) -> Result<(), MediaError> {
         let range = unit.range.unwrap_or(FrameRange {
             index: 0,
             start: 0,
             end: u64::MAX,
         });
-        let text = std::fs::read_to_string(folder.join(Part::playlist(range.index)))?;
+        let name = match unit.range {
+            Some(range) => Part::playlist(range.index),
+            None => PLAYLIST.to_string(), // the whole length in one
+        };
+        let text = std::fs::read_to_string(folder.join(name))?;
         let moved = self.early_sizes.lock().expect("lock").clone();
         let playlist = MediaPlaylist::parse(&only_segments(&text), folder, &moved)?;
         let uris = text
@@ -135,6 +147,10 @@ impl Job<'_> {
                 .unwrap_or(0),
             _ => 0,
         };
+        let avcc = match range.index {
+            0 => self.published_init(folder).await,
+            k => std::fs::read(folder.join(Part::init(k))).ok(),
+        };
         let marker = Marker {
             encoding: plan.encoding.clone(),
             rendition: status.name.clone(),
@@ -146,6 +162,8 @@ impl Job<'_> {
             codecs: codecs.map(str::to_string),
             init_bytes,
             playlist: text,
+            avcc: avcc.as_deref().and_then(avcc_box).map(hex::encode),
+            cpu_seconds,
         };
         let key = marker_key(&status.name, range.index);
         let key = self.key(&key);
@@ -160,6 +178,6 @@ impl Job<'_> {
 }
 
 /// Where a unit's marker of rendition `name`, chunk `k`, lives under the video's folder.
-fn marker_key(name: &str, k: u32) -> String {
+pub(super) fn marker_key(name: &str, k: u32) -> String {
     format!("units/{name}-{k}.json")
 }

@@ -102,6 +102,7 @@ async fn no_master_names_an_unpublished_segment_or_declares_less_than_its_peak()
         video_id: "v".into(),
         scratch: scratch.path().to_path_buf(),
         board: Arc::new(tokio::sync::Mutex::new(board)),
+        playlists: true,
         renditions,
     };
     let mut early = Early::default();

@@ -21,7 +21,11 @@ use super::recent::Recent;
 use super::request::{Engine, JobRequest};
 use super::run;
 use super::status::{JobState, JobStatus};
+use super::worker::Worker;
+use crate::queue::Queue;
 use crate::storage::Store;
+
+mod queued;
 use crate::webhooks::Webhooks;
 
 /// Wall seconds per second of source before this instance has finished a job of its own:
@@ -48,6 +52,14 @@ pub struct Jobs {
     claim_ttl: Duration,
     /// Tells `WEBHOOK_URL` when a job becomes playable and when it ends.
     webhooks: Option<Arc<Webhooks>>,
+    /// Queue mode (`WORK_TOPIC`): jobs are planned here and run as units by the queue.
+    queued: Option<Queued>,
+}
+
+/// What queue mode works with: where units go, and what runs those delivered here.
+pub struct Queued {
+    pub queue: Arc<Queue>,
+    pub worker: Arc<Worker>,
 }
 
 /// The end of the shutdown grace period kept for writing the statuses of jobs that did not stop.
@@ -80,6 +92,8 @@ pub enum AdmitError {
     Conflict(String),
     #[error("video `{0}` is already made from another source; give the new one another videoId")]
     Made(String),
+    #[error("{0}")]
+    Queue(String),
 }
 
 /// The live status of `video_id` if this instance has it from `input`; a conflict if it has it
@@ -112,9 +126,11 @@ impl Jobs {
         capacity: usize,
         claim_ttl: Duration,
         webhooks: Option<Arc<Webhooks>>,
+        queued: Option<Queued>,
     ) -> Arc<Self> {
         Arc::new(Self {
             webhooks,
+            queued,
             instance: uuid::Uuid::new_v4().to_string(),
             claim_ttl,
             engine,
@@ -135,6 +151,11 @@ impl Jobs {
 
     pub fn output(&self) -> &Arc<dyn Store> {
         &self.output
+    }
+
+    /// What runs the units the queue delivers here, in queue mode.
+    pub fn worker(&self) -> Option<&Arc<Worker>> {
+        self.queued.as_ref().map(|q| &q.worker)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -232,6 +253,9 @@ impl Jobs {
     /// Admits `request` unless the same video is already queued, running or done from the same
     /// source (then that job is returned), the queue is full, or the instance is stopping.
     pub async fn submit(self: &Arc<Self>, request: JobRequest) -> Result<Admitted, AdmitError> {
+        if let Some(queued) = &self.queued {
+            return self.plan_queued(queued, request).await;
+        }
         let input = request.source.uri();
         let live = existing(
             &self.active.lock().expect("jobs lock"),
@@ -354,6 +378,10 @@ impl Jobs {
     /// The live status of a job of this instance, else the one in the output store (where a
     /// `processing` job nobody has written for a minute is reported `interrupted`).
     pub async fn status(&self, video_id: &str) -> Option<JobStatus> {
+        if self.queued.is_some() {
+            // Written at each unit's start and end only: its age says nothing.
+            return publish::read_status(self.output.as_ref(), video_id).await;
+        }
         let live = self
             .active
             .lock()
@@ -384,6 +412,9 @@ impl Jobs {
         self.draining.store(true, Ordering::Relaxed);
         self.cancel.cancel();
         self.tasks.close();
+        if let Some(worker) = self.worker() {
+            worker.shutdown(deadline).await;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let for_jobs = deadline - STUCK_WRITES.min(left / 2);
         if tokio::time::timeout_at(for_jobs, self.tasks.wait())

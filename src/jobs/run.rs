@@ -61,18 +61,7 @@ pub async fn run(
             stop_writer.clone(),
         ));
         let tracker = Arc::new(Tracker::new(initial, updates));
-        let board = Board::new(&request.video_id, Some(tracker.clone()), 0, false);
-        let job = Job {
-            board: Arc::new(tokio::sync::Mutex::new(board)),
-            request: &request,
-            engine,
-            cancel: &cancel,
-            tracker: &tracker,
-            published: Mutex::new(Vec::new()),
-            early_sizes: Mutex::new(HashMap::new()),
-            damaged: Mutex::default(),
-            source: OnceLock::new(),
-        };
+        let job = Job::new(&request, engine, &cancel, &tracker);
         let result = job
             .execute(previous.as_ref())
             .await
@@ -133,6 +122,33 @@ pub(super) struct Job<'a> {
     pub(super) source: OnceLock<Origin>,
     /// The master playlist: finished renditions and those growing in the running pass.
     pub(super) board: SharedBoard,
+    /// Growing playlists and the master are published during a pass (not for a queued unit,
+    /// whose renditions other instances finish: see `work`).
+    pub(super) playlists_early: bool,
+}
+
+impl<'a> Job<'a> {
+    /// A job of `request` that reports to `tracker`, with nothing done yet.
+    pub(super) fn new(
+        request: &'a JobRequest,
+        engine: &'a Engine,
+        cancel: &'a CancellationToken,
+        tracker: &'a Arc<Tracker>,
+    ) -> Self {
+        let board = Board::new(&request.video_id, Some(tracker.clone()), 0, false);
+        Job {
+            board: Arc::new(tokio::sync::Mutex::new(board)),
+            request,
+            engine,
+            cancel,
+            tracker,
+            published: Mutex::new(Vec::new()),
+            early_sizes: Mutex::new(HashMap::new()),
+            damaged: Mutex::default(),
+            source: OnceLock::new(),
+            playlists_early: true,
+        }
+    }
 }
 
 impl Job<'_> {
@@ -169,26 +185,7 @@ impl Job<'_> {
         };
         let scratch = scratch::create(&self.settings().scratch_dir, &self.request.video_id)
             .map_err(|e| JobEnd::failed(format!("cannot create scratch space: {e}")))?;
-        let found = self.fetch_source().await?;
-        let source = self.source.get_or_init(|| found);
-        let info = match self.request.probe.clone() {
-            Some(info) => info,
-            None => {
-                let limits = self.settings().source_limits();
-                let watch = self.engine.limits(0.0);
-                match watchdog::probe(source.clone(), limits, watch, self.cancel).await {
-                    Ok(probed) => probed
-                        .map_err(|e| JobEnd::failed(format!("the source cannot be used: {e}")))?,
-                    Err(Stopped::Cancelled) => return Err(JobEnd::interrupted()),
-                    Err(why) => {
-                        return Err(JobEnd::failed(format!(
-                            "reading the source {why}; once the input store answers, trigger \
-                             the video again"
-                        )));
-                    }
-                }
-            }
-        };
+        let info = self.probe_source().await?;
         tracing::info!(
             duration = info.duration_seconds,
             video = info.video.is_some(),
@@ -213,6 +210,26 @@ impl Job<'_> {
         drop(scratch); // removed on every path: here, or by unwinding
         encoded?;
         self.finish(&info).await
+    }
+
+    /// Finds the source and probes it, unless the request brings it probed.
+    pub(super) async fn probe_source(&self) -> Result<SourceInfo, JobEnd> {
+        let found = self.fetch_source().await?;
+        let source = self.source.get_or_init(|| found);
+        if let Some(info) = self.request.probe.clone() {
+            return Ok(info);
+        }
+        let limits = self.settings().source_limits();
+        let watch = self.engine.limits(0.0);
+        match watchdog::probe(source.clone(), limits, watch, self.cancel).await {
+            Ok(probed) => {
+                probed.map_err(|e| JobEnd::failed(format!("the source cannot be used: {e}")))
+            }
+            Err(Stopped::Cancelled) => Err(JobEnd::interrupted()),
+            Err(why) => Err(JobEnd::failed(format!(
+                "reading the source {why}; once the input store answers, trigger the video again"
+            ))),
+        }
     }
 
     async fn encode_all(
@@ -280,6 +297,7 @@ impl Job<'_> {
             video_id: self.request.video_id.clone(),
             scratch: scratch.to_path_buf(),
             board: self.board.clone(),
+            playlists: self.playlists_early,
             renditions: members
                 .iter()
                 // Codecs come from the init segment, rates from what is published.

@@ -182,7 +182,7 @@ impl Job<'_> {
             let folder = scratch.join(&plan.statuses[i].name);
             let result = match result {
                 Ok(codecs) => self
-                    .mark(plan, i, unit, &folder, codecs.as_deref())
+                    .mark(plan, i, unit, &folder, codecs.as_deref(), 0.0)
                     .await
                     .map(|()| codecs),
                 Err(e) => Err(e),

@@ -42,7 +42,7 @@ pub struct PassSpec {
 }
 
 /// Output frames [start, end) of a chunk: `start` a multiple of the segment length in frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrameRange {
     pub index: u32,
     pub start: u64,

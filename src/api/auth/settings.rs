@@ -31,6 +31,17 @@ pub struct AccessSettings {
     )]
     pub trigger_allowed_emails: Vec<String>,
 
+    /// Service accounts allowed to deliver queued units to `/work` and `/work/dead-letter`
+    /// (the push subscriptions' OIDC account), comma-separated; checked like `/transcode`'s,
+    /// with the same audience. Nobody, while TRIGGER_AUDIENCE is set and this is not.
+    #[arg(
+        long,
+        env = "WORK_ALLOWED_EMAILS",
+        value_delimiter = ',',
+        requires = "trigger_audience"
+    )]
+    pub work_allowed_emails: Vec<String>,
+
     /// Where the keys that sign ID tokens are published (JWKS).
     #[arg(long, env = "OIDC_JWKS_URL", default_value = GOOGLE_JWKS_URL)]
     pub oidc_jwks_url: String,
@@ -56,6 +67,7 @@ impl Default for AccessSettings {
         Self {
             trigger_audience: None,
             trigger_allowed_emails: Vec::new(),
+            work_allowed_emails: Vec::new(),
             oidc_jwks_url: GOOGLE_JWKS_URL.into(),
             upload_token: None,
             open_status: true,
@@ -96,11 +108,17 @@ impl AccessSettings {
     }
 
     pub(super) fn allowed_emails(&self) -> impl Iterator<Item = &str> {
-        self.trigger_allowed_emails
-            .iter()
-            .map(|e| e.trim())
-            .filter(|e| !e.is_empty())
+        trimmed(&self.trigger_allowed_emails)
     }
+
+    /// Who may deliver units to `/work`.
+    pub(super) fn work_emails(&self) -> impl Iterator<Item = &str> {
+        trimmed(&self.work_allowed_emails)
+    }
+}
+
+fn trimmed(emails: &[String]) -> impl Iterator<Item = &str> {
+    emails.iter().map(|e| e.trim()).filter(|e| !e.is_empty())
 }
 
 /// What each route requires, for the start-up log; never the secret itself.
@@ -109,6 +127,7 @@ impl fmt::Display for AccessSettings {
         let access = Access::new(self);
         let routes = [
             ("transcode", Route::Trigger),
+            ("work", Route::Work),
             ("upload", Route::Upload),
             ("status", Route::Status),
             ("metrics", Route::Metrics),

@@ -1,0 +1,187 @@
+//! A unit's lease: while one instance encodes a unit, `videos/<id>/leases/<unit>.json` names it
+//! and an expiry it keeps moving forward, so a redelivery of the same unit to another instance
+//! waits (429) instead of encoding the same files at once. Every write is conditional on the
+//! version read, so of two writers exactly one wins; a renewal whose answer was lost finds its
+//! own name on the re-read and goes on. A lease not renewed (its instance was killed) expires
+//! and the next delivery takes it. The record also keeps the unit's last failure, for the
+//! dead-letter recorder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::{Store, StoreError, Version};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    owner: String,
+    expires: DateTime<Utc>,
+    /// How the last attempt at the unit failed, if it did.
+    #[serde(default)]
+    last_error: Option<String>,
+    /// Times the unit was started.
+    #[serde(default)]
+    runs: u32,
+}
+
+/// What the lease record says of a unit's past runs.
+pub struct History {
+    pub runs: u32,
+    pub last_error: Option<String>,
+}
+
+/// A lease this instance holds.
+pub struct Lease {
+    store: Arc<dyn Store>,
+    key: String,
+    record: Record,
+    version: Version,
+    ttl: Duration,
+}
+
+/// What asking for a lease led to.
+pub enum Leased {
+    Taken(Lease),
+    /// Another instance holds it for this long yet.
+    Held(Duration),
+}
+
+fn expiry(ttl: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+async fn read(store: &dyn Store, key: &str) -> Result<Option<(Record, Version)>, StoreError> {
+    Ok(store.get_versioned(key).await?.map(|(bytes, version)| {
+        let record = serde_json::from_slice(&bytes).unwrap_or(Record {
+            owner: String::new(),
+            expires: DateTime::UNIX_EPOCH,
+            last_error: None,
+            runs: 0,
+        });
+        (record, version)
+    }))
+}
+
+/// Takes the lease at `key` for `owner` unless another owner's is still running.
+pub async fn take(
+    store: &Arc<dyn Store>,
+    key: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Leased, StoreError> {
+    loop {
+        let (last_error, runs, version) = match read(store.as_ref(), key).await? {
+            Some((held, _)) if held.owner != owner && held.expires > Utc::now() => {
+                let left = (held.expires - Utc::now()).to_std().unwrap_or_default();
+                return Ok(Leased::Held(left));
+            }
+            Some((held, version)) => (held.last_error, held.runs, version),
+            None => (None, 0, 0),
+        };
+        let record = Record {
+            owner: owner.to_string(),
+            expires: expiry(ttl),
+            last_error,
+            runs: runs + 1,
+        };
+        let body = Bytes::from(serde_json::to_vec(&record).expect("serialisable"));
+        match store.put_if(key, body, version).await {
+            Ok(version) => {
+                return Ok(Leased::Taken(Lease {
+                    store: store.clone(),
+                    key: key.to_string(),
+                    record,
+                    version,
+                    ttl,
+                }));
+            }
+            Err(StoreError::Changed(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How often the unit whose lease is at `key` was started, and how its last run failed.
+pub async fn history(store: &dyn Store, key: &str) -> Result<History, StoreError> {
+    Ok(match read(store, key).await? {
+        Some((record, _)) => History {
+            runs: record.runs,
+            last_error: record.last_error,
+        },
+        None => History {
+            runs: 0,
+            last_error: None,
+        },
+    })
+}
+
+impl Lease {
+    /// Renews the lease every third of its length until `stop`; fires `lost` (and returns) if
+    /// another instance took it meanwhile (this one stalled past the expiry).
+    pub async fn keep(mut self, stop: CancellationToken, lost: CancellationToken) -> Self {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return self,
+                () = tokio::time::sleep(self.ttl / 3) => {}
+            }
+            match self.write(expiry(self.ttl)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(key = %self.key, "another instance took the unit's lease");
+                    lost.cancel();
+                    return self;
+                }
+                // The store is down: the next renewal tries again, well before the expiry.
+                Err(e) => tracing::warn!(key = %self.key, "renewing the unit's lease: {e}"),
+            }
+        }
+    }
+
+    /// Gives the lease up at once, keeping `error` as the unit's last failure (or clearing it).
+    pub async fn release(mut self, error: Option<String>) {
+        self.record.last_error = error;
+        if let Err(e) = self.write(Utc::now()).await {
+            tracing::warn!(key = %self.key, "releasing the unit's lease: {e}");
+        }
+    }
+
+    /// Writes the record with `expires` on the version held; false if the lease is another's.
+    async fn write(&mut self, expires: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.record.expires = expires;
+        let body = Bytes::from(serde_json::to_vec(&self.record).expect("serialisable"));
+        match self
+            .store
+            .put_if(&self.key, body.clone(), self.version)
+            .await
+        {
+            Ok(version) => {
+                self.version = version;
+                Ok(true)
+            }
+            Err(StoreError::Changed(_)) => {
+                // Our own earlier write may have landed with its answer lost: still ours.
+                match read(self.store.as_ref(), &self.key).await? {
+                    Some((held, version)) if held.owner == self.record.owner => {
+                        self.version = version;
+                        self.store
+                            .put_if(&self.key, body, version)
+                            .await
+                            .map(|v| self.version = v)
+                            .map(|()| true)
+                            .or_else(|e| match e {
+                                StoreError::Changed(_) => Ok(false),
+                                e => Err(e),
+                            })
+                    }
+                    _ => Ok(false),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
