@@ -34,6 +34,9 @@ optional: SERVICE (video-transcoder), REPOSITORY (video-transcoder), IMAGE_TAG (
   UPLOAD_TOKEN_SECRET (video-transcoder-upload-token), TRIGGER_AUDIENCE (the service URL),
   WEBHOOK_URL (none: webhook receivers, comma-separated),
   WEBHOOK_SECRET_SECRET (video-transcoder-webhook-secret),
+  WORK_TOPIC (projects/PROJECT_ID/topics/SERVICE-work),
+  WORK_TOPIC_CRITICAL (projects/PROJECT_ID/topics/SERVICE-work-critical; WORK_TOPIC's value
+  for one topic), WORK_ALLOWED_EMAILS (INVOKER_SA: who may push to /work),
   REVISION_SUFFIX (IMAGE_TAG and the time), SMOKE_TIMEOUT (600 s),
   NOTIFICATION_CHANNELS (alert policy channels, comma-separated)
 EOF
@@ -113,6 +116,17 @@ configure() {
   WEBHOOK_URL=${WEBHOOK_URL:-}
   WEBHOOK_SECRET_SECRET=${WEBHOOK_SECRET_SECRET:-video-transcoder-webhook-secret}
   SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
+  WORK_TOPIC=${WORK_TOPIC:-projects/$PROJECT_ID/topics/$SERVICE-work}
+  WORK_TOPIC_CRITICAL=${WORK_TOPIC_CRITICAL:-projects/$PROJECT_ID/topics/$SERVICE-work-critical}
+  WORK_ALLOWED_EMAILS=${WORK_ALLOWED_EMAILS:-$INVOKER_SA}
+  local topic
+  for topic in "$WORK_TOPIC" "$WORK_TOPIC_CRITICAL"; do
+    [[ $topic =~ ^projects/$PROJECT_ID/topics/[A-Za-z][A-Za-z0-9._~+%-]{2,254}$ ]] ||
+      die "$topic is not a topic of this project: projects/$PROJECT_ID/topics/NAME"
+  done
+  # Pub/Sub pushes as the invoker; the service admits on /work only WORK_ALLOWED_EMAILS.
+  [[ ",${WORK_ALLOWED_EMAILS// /}," == *",$INVOKER_SA,"* ]] ||
+    die "WORK_ALLOWED_EMAILS ($WORK_ALLOWED_EMAILS) leaves out $INVOKER_SA, the account Pub/Sub pushes work as"
   # A revision name is the service name, a dash and a DNS label: lower case, digits, dashes.
   local suffix=${REVISION_SUFFIX:-$IMAGE_TAG-$(date -u +%Y%m%d-%H%M%S)}
   suffix=$(printf '%s' "$suffix" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9-' '-')
@@ -158,7 +172,7 @@ render_service() {
   text=$(<"$here/cloudrun.yaml")
   for name in SERVICE REGION PROJECT_ID IMAGE REVISION RUNTIME_SA INPUT_BUCKET CDN_BUCKET \
     PUBLIC_BASE_URL TRIGGER_AUDIENCE INVOKER_SA UPLOAD_TOKEN_SECRET WEBHOOK_URL \
-    WEBHOOK_SECRET_SECRET; do
+    WEBHOOK_SECRET_SECRET WORK_TOPIC WORK_TOPIC_CRITICAL WORK_ALLOWED_EMAILS; do
     text=${text//"\${$name}"/"${!name}"}
   done
   if [[ $text == *"\${"* ]]; then

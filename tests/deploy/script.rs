@@ -295,6 +295,19 @@ fn render_fills_every_placeholder_of_the_service() {
         "video-transcoder-upload-token"
     );
     assert_eq!(
+        env("WORK_TOPIC")["value"],
+        "projects/acme-video/topics/video-transcoder-work"
+    );
+    assert_eq!(
+        env("WORK_TOPIC_CRITICAL")["value"],
+        "projects/acme-video/topics/video-transcoder-work-critical"
+    );
+    assert_eq!(
+        env("WORK_ALLOWED_EMAILS")["value"],
+        "video-transcoder-invoker@acme-video.iam.gserviceaccount.com",
+        "the push subscriptions' account"
+    );
+    assert_eq!(
         env("WEBHOOK_URL")["value"],
         "",
         "no receivers unless WEBHOOK_URL is given"
