@@ -240,6 +240,25 @@ fn queue_mode_takes_its_topics_and_push_account_from_deploy() {
     assert!(timeout >= 600, "{timeout}");
 }
 
+/// Every env entry is explained where settings are documented: README names it.
+#[test]
+fn readme_names_every_setting_cloudrun_yaml_sets() {
+    let readme = read("README.md");
+    let named = |name: &str| {
+        readme.match_indices(name).any(|(at, _)| {
+            let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            !readme[..at].ends_with(word) && !readme[at + name.len()..].starts_with(word)
+        })
+    };
+    let service = service();
+    let missing: Vec<String> = env(&service)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| !named(name))
+        .collect();
+    assert!(missing.is_empty(), "README does not name {missing:?}");
+}
+
 #[test]
 fn secrets_come_from_secret_manager_and_stores_are_buckets() {
     let service = service();
