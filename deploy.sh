@@ -2,7 +2,7 @@
 # Builds and ships video-transcoder to Cloud Run: a canary revision with no traffic, a smoke test
 # against its tag URL, then traffic in steps, and a way back. README, "Deploy to Cloud Run".
 #
-#   ./deploy.sh [--dry-run] build | render | deploy | promote PERCENT | rollback | monitoring
+#   ./deploy.sh [--dry-run] build | queue | render | deploy | promote PERCENT | rollback | monitoring
 #
 # --dry-run prints every command (gcloud, curl, ffmpeg) instead of running it; where the script
 # needs a command's answer (a URL, a revision) it goes on with a placeholder. The files the
@@ -19,6 +19,9 @@ usage: ./deploy.sh [--dry-run] COMMAND
 
 commands:
   build            build the image with Cloud Build and push it to Artifact Registry
+  queue            create or update the Pub/Sub topics, push subscriptions and IAM bindings
+                   the service's queue mode needs (before the first deploy, and after
+                   changing any of them)
   render           print cloudrun.yaml with this environment's values filled in
   deploy           create a revision with no traffic, tagged `canary`, and smoke-test it
   promote PERCENT  send PERCENT (1-100, usually 10, 50, then 100) of traffic to the canary
@@ -34,6 +37,9 @@ optional: SERVICE (video-transcoder), REPOSITORY (video-transcoder), IMAGE_TAG (
   UPLOAD_TOKEN_SECRET (video-transcoder-upload-token), TRIGGER_AUDIENCE (the service URL),
   WEBHOOK_URL (none: webhook receivers, comma-separated),
   WEBHOOK_SECRET_SECRET (video-transcoder-webhook-secret),
+  WORK_TOPIC (projects/PROJECT_ID/topics/SERVICE-work),
+  WORK_TOPIC_CRITICAL (projects/PROJECT_ID/topics/SERVICE-work-critical; WORK_TOPIC's value
+  for one topic), WORK_ALLOWED_EMAILS (INVOKER_SA: who may push to /work),
   REVISION_SUFFIX (IMAGE_TAG and the time), SMOKE_TIMEOUT (600 s),
   NOTIFICATION_CHANNELS (alert policy channels, comma-separated)
 EOF
@@ -113,6 +119,17 @@ configure() {
   WEBHOOK_URL=${WEBHOOK_URL:-}
   WEBHOOK_SECRET_SECRET=${WEBHOOK_SECRET_SECRET:-video-transcoder-webhook-secret}
   SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
+  WORK_TOPIC=${WORK_TOPIC:-projects/$PROJECT_ID/topics/$SERVICE-work}
+  WORK_TOPIC_CRITICAL=${WORK_TOPIC_CRITICAL:-projects/$PROJECT_ID/topics/$SERVICE-work-critical}
+  WORK_ALLOWED_EMAILS=${WORK_ALLOWED_EMAILS:-$INVOKER_SA}
+  local topic
+  for topic in "$WORK_TOPIC" "$WORK_TOPIC_CRITICAL"; do
+    [[ $topic =~ ^projects/$PROJECT_ID/topics/[A-Za-z][A-Za-z0-9._~+%-]{2,254}$ ]] ||
+      die "$topic is not a topic of this project: projects/$PROJECT_ID/topics/NAME"
+  done
+  # Pub/Sub pushes as the invoker; the service admits on /work only WORK_ALLOWED_EMAILS.
+  [[ ",${WORK_ALLOWED_EMAILS// /}," == *",$INVOKER_SA,"* ]] ||
+    die "WORK_ALLOWED_EMAILS ($WORK_ALLOWED_EMAILS) leaves out $INVOKER_SA, the account Pub/Sub pushes work as"
   # A revision name is the service name, a dash and a DNS label: lower case, digits, dashes.
   local suffix=${REVISION_SUFFIX:-$IMAGE_TAG-$(date -u +%Y%m%d-%H%M%S)}
   suffix=$(printf '%s' "$suffix" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9-' '-')
@@ -158,7 +175,7 @@ render_service() {
   text=$(<"$here/cloudrun.yaml")
   for name in SERVICE REGION PROJECT_ID IMAGE REVISION RUNTIME_SA INPUT_BUCKET CDN_BUCKET \
     PUBLIC_BASE_URL TRIGGER_AUDIENCE INVOKER_SA UPLOAD_TOKEN_SECRET WEBHOOK_URL \
-    WEBHOOK_SECRET_SECRET; do
+    WEBHOOK_SECRET_SECRET WORK_TOPIC WORK_TOPIC_CRITICAL WORK_ALLOWED_EMAILS; do
     text=${text//"\${$name}"/"${!name}"}
   done
   if [[ $text == *"\${"* ]]; then
@@ -167,16 +184,112 @@ render_service() {
   printf '%s\n' "$text"
 }
 
+# The project's number (its service agents are named by it).
+project_number() {
+  query 123456789012 gcloud projects describe "$PROJECT_ID" --format 'value(projectNumber)'
+}
+
 # The audience the service checks ID tokens against: its URL. Before the first deploy that URL
 # is not known yet; Cloud Run's deterministic one (SERVICE-PROJECT_NUMBER.REGION.run.app) is.
 default_audience() {
-  local url=$1 number
+  local url=$1
   if [[ -n $url ]]; then
     echo "$url"
     return
   fi
-  number=$(query 123456789012 gcloud projects describe "$PROJECT_ID" --format 'value(projectNumber)')
-  echo "https://$SERVICE-$number.$REGION.run.app"
+  echo "https://$SERVICE-$(project_number).$REGION.run.app"
+}
+
+# The work topics, once each (WORK_TOPIC_CRITICAL may be WORK_TOPIC).
+work_topics() {
+  printf '%s\n' "$WORK_TOPIC"
+  if [[ $WORK_TOPIC_CRITICAL != "$WORK_TOPIC" ]]; then
+    printf '%s\n' "$WORK_TOPIC_CRITICAL"
+  fi
+}
+
+# Prints the topic (projects/P/topics/T) if it exists; a dry run goes on with $2.
+find_topic() {
+  query "$2" gcloud pubsub topics list --project "$PROJECT_ID" --filter "name=$1" \
+    --format 'value(name)'
+}
+
+# The Pub/Sub resources of queue mode (README, "Scaling out"). Each work topic has a push
+# subscription of the same name to /work: the push holds its unit for up to the ack deadline
+# (600 s, Pub/Sub's maximum); a refusal (429 when the instance is full, 503 while it drains, 500)
+# comes back after Pub/Sub's backoff, 10 s doubling to 600 s; after 5 deliveries the unit goes
+# to the dead-letter topic, whose subscription pushes it to /work/dead-letter, which records the
+# unit's renditions as failed. Created when missing, else updated to the same settings.
+cmd_queue() {
+  configure
+  local service url number agent dead topic existing topics=()
+  service=$(service_json)
+  url=$(service_field url <<<"$service")
+  number=$(project_number)
+  url=${url:-https://$SERVICE-$number.$REGION.run.app}
+  TRIGGER_AUDIENCE=${TRIGGER_AUDIENCE:-$url}
+  agent=service-$number@gcp-sa-pubsub.iam.gserviceaccount.com
+  dead=projects/$PROJECT_ID/topics/$SERVICE-work-dead
+  mapfile -t topics < <(work_topics)
+  for topic in "${topics[@]}" "$dead"; do
+    existing=$(find_topic "$topic" '')
+    if [[ -n $existing ]]; then
+      echo "deploy.sh: topic $topic exists" >&2
+    else
+      run gcloud pubsub topics create "$topic" --project "$PROJECT_ID"
+    fi
+  done
+  push_subscription "$dead" "$url/work/dead-letter" 60
+  for topic in "${topics[@]}"; do
+    push_subscription "$topic" "$url/work" 600 \
+      --dead-letter-topic "$dead" --max-delivery-attempts 5
+  done
+  # The service publishes the units.
+  for topic in "${topics[@]}"; do
+    run gcloud pubsub topics add-iam-policy-binding "$topic" --project "$PROJECT_ID" \
+      --member "serviceAccount:$RUNTIME_SA" --role roles/pubsub.publisher
+  done
+  # Pub/Sub's service agent forwards dead letters (it reads the work subscriptions and
+  # publishes to the dead-letter topic) and signs the pushes' ID tokens as the invoker.
+  run gcloud pubsub topics add-iam-policy-binding "$dead" --project "$PROJECT_ID" \
+    --member "serviceAccount:$agent" --role roles/pubsub.publisher
+  for topic in "${topics[@]}"; do
+    run gcloud pubsub subscriptions add-iam-policy-binding "${topic##*/}" --project "$PROJECT_ID" \
+      --member "serviceAccount:$agent" --role roles/pubsub.subscriber
+  done
+  run gcloud iam service-accounts add-iam-policy-binding "$INVOKER_SA" \
+    --member "serviceAccount:$agent" --role roles/iam.serviceAccountTokenCreator \
+    --project "$PROJECT_ID" --condition None --quiet
+  if [[ $service != '{}' ]]; then
+    grant_invoker
+  else
+    echo "deploy.sh: $SERVICE does not exist yet: deploy grants $INVOKER_SA roles/run.invoker on it" >&2
+  fi
+  echo "deploy.sh: queue ready: units pushed to $url/work as $INVOKER_SA, audience $TRIGGER_AUDIENCE" >&2
+}
+
+# Creates or updates the push subscription named like the topic; extra arguments are added.
+push_subscription() {
+  local topic=$1 endpoint=$2 ack_deadline=$3 name exists settings
+  shift 3
+  name=${topic##*/}
+  settings=(--push-endpoint "$endpoint" --push-auth-service-account "$INVOKER_SA"
+    --push-auth-token-audience "$TRIGGER_AUDIENCE" --ack-deadline "$ack_deadline"
+    --min-retry-delay 10s --max-retry-delay 600s --expiration-period never "$@")
+  exists=$(query '' gcloud pubsub subscriptions list --project "$PROJECT_ID" \
+    --filter "name=projects/$PROJECT_ID/subscriptions/$name" --format 'value(name)')
+  if [[ -n $exists ]]; then
+    run gcloud pubsub subscriptions update "$name" --project "$PROJECT_ID" "${settings[@]}"
+  else
+    run gcloud pubsub subscriptions create "$name" --project "$PROJECT_ID" --topic "$topic" \
+      "${settings[@]}"
+  fi
+}
+
+# The invoker (Eventarc's and the push subscriptions' identity) may call the service.
+grant_invoker() {
+  run gcloud run services add-iam-policy-binding "$SERVICE" "${region_flags[@]}" \
+    --member "serviceAccount:$INVOKER_SA" --role roles/run.invoker --condition None --quiet
 }
 
 cmd_build() {
@@ -262,6 +375,12 @@ cmd_deploy() {
     die "traffic to $SERVICE is split (a canary is being promoted): ./deploy.sh promote 100 or ./deploy.sh rollback first"
   fi
   TRIGGER_AUDIENCE=${TRIGGER_AUDIENCE:-$(default_audience "$url")}
+  # A revision publishes its units there: without them every job would fail at planning.
+  local topic existing
+  for topic in $(work_topics); do
+    existing=$(find_topic "$topic" "$topic")
+    [[ -n $existing ]] || die "topic $topic does not exist: ./deploy.sh queue first"
+  done
   rendered=$work/service.yaml
   {
     render_service
@@ -285,6 +404,7 @@ cmd_deploy() {
   if [[ $dry_run == 1 ]]; then
     sed -n '/^  traffic:/,$p' "$rendered" >&2
   fi
+  grant_invoker
   url=$(query "https://$SERVICE-abc123-ew.a.run.app" gcloud run services describe "$SERVICE" \
     "${region_flags[@]}" --format 'value(status.url)')
   local canary_url=${url/#https:\/\//https://canary---}
@@ -364,6 +484,7 @@ main() {
   shift || true
   case $command in
     build) cmd_build ;;
+    queue) cmd_queue ;;
     render) cmd_render ;;
     deploy) cmd_deploy ;;
     promote) cmd_promote "$@" ;;

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use crate::script::{deploy_sh, dry_run, fake_tools};
+use crate::fakes::fake_tools;
+use crate::script::{deploy_sh, dry_run};
 
 /// What this gcloud says when a command is fine but no account is selected.
 const NO_ACCOUNT: &str = "You do not currently have an active account selected";
@@ -120,6 +121,7 @@ fn every_gcloud_command_a_dry_run_prints_is_one_gcloud_accepts() {
         &["deploy"],
         &["promote", "10"],
         &["rollback"],
+        &["queue"],
     ] {
         runs.push(dry_run(args));
     }
@@ -160,13 +162,14 @@ fn every_gcloud_command_a_dry_run_prints_is_one_gcloud_accepts() {
 }
 
 /// The branches a dry run does not print: a service that does not exist yet (its project
-/// number), and alert policies and a dashboard that do (update, delete and create again), with
-/// notification channels.
+/// number), alert policies and a dashboard that do (update, delete and create again), with
+/// notification channels, and Pub/Sub subscriptions that do (update).
 #[test]
 fn a_first_deploy_and_a_monitoring_update_run_only_commands_gcloud_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let path = fake_tools(dir.path());
     deploy_sh(&["deploy"], &[("PATH", Some(&path))]).assert_ok();
+    deploy_sh(&["queue"], &[("PATH", Some(&path))]).assert_ok();
     deploy_sh(
         &["monitoring"],
         &[
@@ -183,6 +186,7 @@ fn a_first_deploy_and_a_monitoring_update_run_only_commands_gcloud_accepts() {
         "projects describe",
         "policies update projects/acme-video/alertPolicies/1234",
         "dashboards delete projects/acme-video/dashboards/5678",
+        "pubsub subscriptions update video-transcoder-work ",
     ] {
         assert!(calls.contains(part), "no `{part}` in:\n{calls}");
     }

@@ -6,8 +6,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod fakes; // stand-ins for gcloud, curl and ffmpeg
 mod gcloud; // deploy.sh's gcloud commands, run through the real gcloud with no account
 mod monitoring; // monitoring/*.json: valid, and only metrics the service exports
+mod queue; // deploy.sh queue: Pub/Sub topics, push subscriptions, IAM bindings
 mod script; // deploy.sh --dry-run: the commands each subcommand would run
 mod service; // cloudrun.yaml: every value, and every setting the service reads
 

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::fakes::fake_tools;
 use crate::repo;
 
 /// The environment every run gets unless a test removes or overrides a name.
@@ -133,7 +134,20 @@ fn deploy_makes_a_canary_with_no_traffic_and_smoke_tests_its_tag_url() {
         "--role roles/iam.serviceAccountTokenCreator",
         "--project acme-video",
     ]);
-    let order = [sign_blob, replace, token, ready, clip, copy, trigger, poll];
+    // Queue mode: the work topics must exist before a revision publishes to them, and the
+    // push account (the invoker) may call the service once it exists.
+    let topics = run.position(&[
+        "gcloud pubsub topics list",
+        "--filter name=projects/acme-video/topics/video-transcoder-work",
+    ]);
+    let invoker = run.position(&[
+        "gcloud run services add-iam-policy-binding video-transcoder",
+        "--member serviceAccount:video-transcoder-invoker@acme-video.iam.gserviceaccount.com",
+        "--role roles/run.invoker",
+    ]);
+    let order = [
+        topics, sign_blob, replace, invoker, token, ready, clip, copy, trigger, poll,
+    ];
     assert!(order.is_sorted(), "{order:?}:\n{}", run.stderr);
     assert!(run.stderr.contains("smoke job smoke-0123abcd-r1: ready"));
     // The bearer token is never printed.
@@ -295,6 +309,19 @@ fn render_fills_every_placeholder_of_the_service() {
         "video-transcoder-upload-token"
     );
     assert_eq!(
+        env("WORK_TOPIC")["value"],
+        "projects/acme-video/topics/video-transcoder-work"
+    );
+    assert_eq!(
+        env("WORK_TOPIC_CRITICAL")["value"],
+        "projects/acme-video/topics/video-transcoder-work-critical"
+    );
+    assert_eq!(
+        env("WORK_ALLOWED_EMAILS")["value"],
+        "video-transcoder-invoker@acme-video.iam.gserviceaccount.com",
+        "the push subscriptions' account"
+    );
+    assert_eq!(
         env("WEBHOOK_URL")["value"],
         "",
         "no receivers unless WEBHOOK_URL is given"
@@ -303,56 +330,6 @@ fn render_fills_every_placeholder_of_the_service() {
         env("WEBHOOK_SECRET")["valueFrom"]["secretKeyRef"]["name"],
         "video-transcoder-webhook-secret"
     );
-}
-
-/// Stand-ins for gcloud, curl and ffmpeg that log their arguments to `calls.log` and answer
-/// like a project where `video-transcoder` does not exist yet and the alert policies and the
-/// dashboard do. gcloud also writes each call to `gcloud.calls`, quoted as deploy.sh prints
-/// commands, with every file it names copied to `files/` (deploy.sh removes its own at exit).
-/// Returns a PATH with them first.
-pub fn fake_tools(dir: &std::path::Path) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let log = dir.join("calls.log");
-    std::fs::create_dir_all(dir.join("files")).unwrap();
-    let record = format!(
-        r#"here='{}' args=()
-for arg in "$@"; do
-  if [[ -f $arg ]]; then cp "$arg" "$here/files/" && arg=$here/files/${{arg##*/}}; fi
-  args+=("$arg")
-done
-{{ printf '%q ' gcloud "${{args[@]}}" && echo; }} >> "$here/gcloud.calls""#,
-        dir.display()
-    );
-    let gcloud = format!(
-        r#"{record}
-case "$*" in
-  *"monitoring policies list"*) echo projects/acme-video/alertPolicies/1234 ;;
-  "monitoring dashboards list"*) echo projects/acme-video/dashboards/5678 ;;
-  "run services list"*) ;;
-  "run services replace"*) cp "$4" "$(dirname "$0")/replaced.yaml" ;;
-  "projects describe"*) echo 987654321 ;;
-  "run services describe"*) echo https://video-transcoder-987654321.europe-west1.run.app ;;
-  "auth print-identity-token"*) echo secret-id-token ;;
-esac"#
-    );
-    let tools = [
-        ("gcloud", gcloud.as_str()),
-        (
-            "curl",
-            r#"case "$*" in *video-status*) echo '{"state": "ready", "renditions": [{"state": "failed"}]}' ;; *) echo '{}' ;; esac"#,
-        ),
-        ("ffmpeg", r#"touch "${@: -1}""#),
-    ];
-    for (name, answer) in tools {
-        let path = dir.join(name);
-        let script = format!(
-            "#!/usr/bin/env bash\necho \"{name} $*\" >> '{}'\n{answer}\n",
-            log.display()
-        );
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap())
 }
 
 #[test]
