@@ -36,18 +36,6 @@ const NOT_SET_IN_PRODUCTION: &[(&str, &str)] = &[
     ),
 ];
 
-/// Queue mode's settings (issue 13), which cloudrun.yaml sets while their code is still being
-/// written on another branch (`src/queue/settings.rs`): until src reads them they would count as
-/// names nothing reads. Once it does, the test below fails and asks for this list to go, so the
-/// exception cannot outlive its reason (nor hide a misspelt name).
-const AWAITING_SRC: &[&str] = &[
-    "WORK_TOPIC",
-    "WORK_TOPIC_CRITICAL",
-    "WORK_ALLOWED_EMAILS",
-    "WORK_LEASE_SECONDS",
-    "WORK_WAIT_SECONDS",
-];
-
 /// Settings that come from Secret Manager (`valueFrom.secretKeyRef`), never a plain value, with
 /// the placeholder deploy.sh fills with the secret's name.
 const SECRETS: &[(&str, &str)] = &[
@@ -191,22 +179,9 @@ fn every_setting_the_service_reads_is_set_and_no_test_only_one_is() {
             "cloudrun.yaml must not set {name}: {why}"
         );
     }
-    let landed: Vec<&&str> = AWAITING_SRC
-        .iter()
-        .filter(|name| read.contains(**name))
-        .collect();
-    assert!(
-        landed.is_empty(),
-        "src now reads {landed:?}: remove them from AWAITING_SRC in tests/deploy/service.rs \
-         (and the list, once empty)"
-    );
     let unknown: Vec<&&str> = set
         .iter()
-        .filter(|name| {
-            !read.contains(**name)
-                && !READ_BY_LIBRARIES.contains(name)
-                && !AWAITING_SRC.contains(name)
-        })
+        .filter(|name| !read.contains(**name) && !READ_BY_LIBRARIES.contains(name))
         .collect();
     assert!(
         unknown.is_empty(),
