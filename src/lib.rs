@@ -10,6 +10,7 @@ pub mod config;
 pub mod jobs;
 pub mod loadtest;
 pub mod media;
+pub mod queue;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -1,16 +1,19 @@
 //! Queue mode's parts against a real Pub/Sub emulator (gcloud's, on the machine image): the
-//! test harness itself (emulator, push and dead-letter topics, the round-robin proxy).
+//! test harness itself (emulator, push and dead-letter topics, the round-robin proxy) and the
+//! service's publisher.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod harness; // the emulator's push, retry and dead-letter topic; the proxy's round robin
+mod publisher; // the service's Publisher: pushed to a handler, retries, gives up
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use base64::Engine as _;
 use serde_json::Value;
 
 /// A backend on a loopback port that answers every request with `status` and keeps the JSON
@@ -67,4 +70,11 @@ impl Drop for Recorder {
 pub fn refused_base() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", listener.local_addr().unwrap())
+}
+
+pub fn decoded(envelope: &Value) -> Vec<u8> {
+    let data = envelope["message"]["data"].as_str().unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap()
 }
