@@ -16,6 +16,8 @@ mod gcs; // a real Cloud Storage emulator (fake-gcs-server) on a loopback addres
 mod hls; // master and media playlists, peak/average bit rates
 mod mp4; // fMP4 boxes: decode times, codec configuration
 mod prometheus; // the Prometheus text format, scraping /metrics
+mod proxy; // a round-robin HTTP proxy in front of several service processes
+mod pubsub; // a real Pub/Sub emulator (gcloud) on a loopback port, through its REST API
 mod renditions; // one video or audio rendition and its segments
 mod server; // the service in-process (spawn_app) or as a process, and an HTTP client
 mod status; // status.json, --json, failed jobs
@@ -37,6 +39,10 @@ pub use hls::*;
 pub use mp4::*;
 #[allow(unused_imports)]
 pub use prometheus::*;
+#[allow(unused_imports)]
+pub use proxy::*;
+#[allow(unused_imports)]
+pub use pubsub::*;
 #[allow(unused_imports)]
 pub use renditions::*;
 #[allow(unused_imports)]
