@@ -3,6 +3,7 @@
 //! inside the request that delivers it (`Worker`), on whichever instance that is, and leaves
 //! its markers; `settle` publishes what the markers complete.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -230,6 +231,10 @@ pub(super) async fn encode(
     let share = cpu / members.len().max(1) as f64;
     for (i, result) in results {
         let folder = scratch.path().join(&plan.statuses[i].name);
+        let result = match result {
+            Ok(codecs) => job.publish_rest(&folder).await.map(|()| codecs),
+            Err(e) => Err(e),
+        };
         let marked = match result {
             Ok(codecs) => {
                 job.mark(plan, i, &unit.as_unit(), &folder, codecs.as_deref(), share)
@@ -251,4 +256,36 @@ pub(super) async fn encode(
         "unit encoded"
     );
     Ran::Done
+}
+
+impl Job<'_> {
+    /// Publishes the media files of rendition folder `folder` the pass left (its last segments,
+    /// and the init segment of part 0), keeping their sizes for the marker; playlists and later
+    /// parts' init segments stay (the markers carry those).
+    async fn publish_rest(&self, folder: &Path) -> Result<(), MediaError> {
+        let name = folder
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(folder)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        files.sort();
+        for file in files {
+            let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if file_name.ends_with(".m3u8") || file_name.starts_with("init-") {
+                continue;
+            }
+            let size = std::fs::metadata(&file)?.len();
+            let key = self.key(&format!("manifest/{name}/{file_name}"));
+            self.store()
+                .put_file(&key, &file)
+                .await
+                .map_err(|e| MediaError::Publish(format!("publishing {key}: {e}")))?;
+            self.early_sizes.lock().expect("lock").insert(file, size);
+        }
+        Ok(())
+    }
 }

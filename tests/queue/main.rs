@@ -5,8 +5,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cluster; // the emulator, services sharing one output folder, and the proxy before them
 mod harness; // the emulator's push, retry and dead-letter topic; the proxy's round robin
 mod publisher; // the service's Publisher: pushed to a handler, retries, gives up
+mod service; // queue mode end to end: units on two instances, kill, stop, storm, poison, load
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
