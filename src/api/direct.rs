@@ -69,6 +69,10 @@ pub struct PendingUpload {
     /// Unix seconds after which the URL is refused.
     pub expires: u64,
     pub metadata: Option<Value>,
+    /// `POST /upload` is receiving it and queues it itself: until `expires`, the object's own
+    /// bucket event is answered 429 (see `receiving`).
+    #[serde(default)]
+    pub receiving: bool,
 }
 
 impl PendingUpload {
@@ -86,6 +90,41 @@ impl PendingUpload {
         let record = state.input.get(&Self::key_of(video_id)).await.ok()??;
         let pending: PendingUpload = serde_json::from_slice(&record).ok()?;
         (pending.key == key).then_some(pending.metadata).flatten()
+    }
+
+    /// Seconds left while `POST /upload` is still receiving or queueing `key` itself, so its
+    /// bucket event must wait: the upload's plan carries the uploader's metadata, and a refused
+    /// upload deletes the object the event would read. `None` once it has let go (or died).
+    pub async fn receiving(state: &AppState, video_id: &str, key: &str) -> Option<u64> {
+        let record = state.input.get(&Self::key_of(video_id)).await.ok()??;
+        let pending: PendingUpload = serde_json::from_slice(&record).ok()?;
+        let left = pending.expires.saturating_sub(now_unix());
+        (pending.receiving && pending.key == key && left > 0).then_some(left)
+    }
+
+    /// Writes the record of an upload `POST /upload` receives, which holds its bucket event
+    /// back for `hold`.
+    pub async fn hold(
+        state: &AppState,
+        key: &str,
+        video_id: &str,
+        metadata: Option<Value>,
+        hold: Duration,
+    ) -> Result<(), StoreError> {
+        let pending = PendingUpload {
+            video_id: video_id.to_string(),
+            key: key.to_string(),
+            content_type: "application/octet-stream".into(),
+            size_bytes: 0,
+            expires: now_unix() + hold.as_secs(),
+            metadata,
+            receiving: true,
+        };
+        let record = serde_json::to_vec(&pending).expect("serialisable");
+        state
+            .input
+            .put(&Self::key_of(video_id), record.into())
+            .await
     }
 
     /// Whether `key` is such a record (not a source: its own finalize event starts nothing).
@@ -181,6 +220,7 @@ pub async fn create(
         expires: now_unix() + valid_for.as_secs(),
         metadata: request.metadata,
         video_id,
+        receiving: false,
     };
     let terms = UploadTerms {
         content_type: pending.content_type.clone(),

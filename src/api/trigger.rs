@@ -59,9 +59,30 @@ pub async fn transcode(
             trigger.input_path
         )));
     }
+    if trigger.names_object {
+        // An event may come after its object is gone (a refused upload removes its own).
+        match state.input.size(&trigger.input_path).await {
+            Ok(None) => {
+                return Ok(ignored(format!(
+                    "`{}` no longer exists",
+                    trigger.input_path
+                )));
+            }
+            Ok(Some(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (video_id, key) = (&trigger.video_id, &trigger.input_path);
+    if let Some(left) = PendingUpload::receiving(&state, video_id, key).await
+        && state.jobs.status(video_id).await.is_none()
+    {
+        return Err(ApiError::Busy {
+            message: format!("`{key}` is still being uploaded and queued by /upload; retry later"),
+            retry_after: left.min(30),
+        });
+    }
     // A direct upload's finalize event: the uploader's metadata was kept beside the object.
-    let metadata =
-        PendingUpload::metadata_for(&state, &trigger.video_id, &trigger.input_path).await;
+    let metadata = PendingUpload::metadata_for(&state, video_id, key).await;
     let probe = upload::probe_local(&state, &trigger.input_path).await;
     let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Accepted, ApiError, AppState};
+use super::{Accepted, ApiError, AppState, PendingUpload};
 use crate::jobs::{Admitted, JobRequest, Source, watchdog};
 use crate::media::input::Origin;
 use crate::media::source::SourceInfo;
@@ -23,6 +23,11 @@ use crate::storage::StoreObject;
 pub(super) const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Room for multipart framing and the metadata part beyond the file itself.
 const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
+
+/// How long the bucket event of an object `/upload` is still receiving waits for it (the
+/// longest request Cloud Run serves), and then, once it is stored, for its job to be queued.
+const RECEIVING: Duration = Duration::from_secs(3600);
+const QUEUEING: Duration = Duration::from_secs(120);
 
 /// Body bytes read and thrown away after refusing an upload, at most, and for how long.
 const DRAIN_BYTES: usize = 64 * 1024 * 1024;
@@ -85,6 +90,8 @@ async fn receive(
                 Some("file") if stored.is_none() => {
                     let name = safe_file_name(field.file_name())?;
                     let key = format!("pending/{video_id}_{name}");
+                    PendingUpload::hold(state, &key, &video_id, metadata.clone(), RECEIVING)
+                        .await?;
                     let size = stream_to_store(state, &key, field, max).await?;
                     stored = Some((key, size));
                 }
@@ -116,6 +123,7 @@ async fn receive(
         if let Some(key) = &stored_key {
             let _ = state.input.delete(key).await;
         }
+        let _ = state.input.delete(&PendingUpload::key_of(&video_id)).await;
         return Err(e);
     }
     let Some((key, size)) = stored else {
@@ -125,6 +133,8 @@ async fn receive(
     };
     metrics::counter!("transcoder_upload_bytes_total").increment(size);
     tracing::info!(%video_id, size, key = %key, "upload stored");
+    // The record now carries the metadata, for whoever plans the video.
+    PendingUpload::hold(state, &key, &video_id, metadata.clone(), QUEUEING).await?;
     start_stored(state, video_id, key, metadata).await
 }
 
@@ -140,7 +150,7 @@ pub(in crate::api) async fn start_stored(
     let probe = probe_stored(state, &key).await;
     let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {
-        video_id,
+        video_id: video_id.clone(),
         source: Source::Object {
             store: state.input.clone(),
             key: key.clone(),
@@ -153,6 +163,7 @@ pub(in crate::api) async fn start_stored(
         Ok(Admitted::New(status) | Admitted::Existing(status)) => status,
         Err(e) => {
             let _ = state.input.delete(&key).await;
+            let _ = state.input.delete(&PendingUpload::key_of(&video_id)).await;
             return Err(e.into());
         }
     };

@@ -2,6 +2,8 @@
 //! a large upload over h2c, and the headers the local CDN serves to players.
 
 use std::io::{Read, Write};
+
+use futures_util::StreamExt;
 use std::path::Path;
 
 use reqwest::multipart::Form;
@@ -300,4 +302,143 @@ impl Checksum {
             sum.update(&buf[..n]);
         }
     }
+}
+
+/// A multipart body sent in two steps: the `file` part and the delimiter after it, then (when
+/// the returned sender is told) `rest` (a part's headers and body) and the closing boundary.
+fn held_upload(
+    clip: &Path,
+    rest: &str,
+) -> (reqwest::Body, String, tokio::sync::oneshot::Sender<()>) {
+    let boundary = "vt-held-upload".to_string();
+    let mut first = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"held.mp4\"\r\n\
+         Content-Type: video/mp4\r\n\r\n"
+    )
+    .into_bytes();
+    first.extend(std::fs::read(clip).unwrap());
+    // The next delimiter ends the file part: the service stores it and reads on.
+    first.extend(format!("\r\n--{boundary}\r\n").into_bytes());
+    let last = format!("{rest}--{boundary}--\r\n").into_bytes();
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures_util::stream::once(async move {
+            let _ = wait.await;
+            Ok(last)
+        }),
+    );
+    (reqwest::Body::wrap_stream(stream), boundary, go)
+}
+
+/// The object's own finalize event, as Pub/Sub pushes it.
+async fn finalize_event(app: &TestApp, key: &str) -> Answer {
+    let object = gcs_object("uploads", key, "1");
+    app.api
+        .trigger(&pubsub_push(&object, "OBJECT_FINALIZE"), &[])
+        .await
+}
+
+/// The key `/upload` stored the held upload under, once its file part is in.
+async fn stored_key(app: &TestApp) -> String {
+    for _ in 0..200 {
+        let found = files_under(&app.input_dir().join("pending"))
+            .into_iter()
+            .find(|f| f.ends_with("_held.mp4"));
+        if let Some(name) = found {
+            return format!("pending/{name}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the upload's file never reached the input store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploads_own_bucket_event_waits_for_it_and_keeps_its_metadata() {
+    let ws = Workspace::new("api_upload_event");
+    let clip = ws.clip("clip.mp4", 320, 240, 1.0, true);
+    let app = spawn_app(&[]).await;
+    let metadata = "Content-Disposition: form-data; name=\"metadata\"\r\n\r\n\
+                    {\"title\": \"Race\"}\r\n";
+    let (body, boundary, go) = held_upload(&clip, metadata);
+    let url = app.api.url("/upload");
+    let upload = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Answer::read(response).await
+    });
+
+    // The object is stored, the upload not yet queued: its event must wait, not plan.
+    let key = stored_key(&app).await;
+    let early = finalize_event(&app, &key).await;
+    assert_eq!(early.code, 429, "{:?}", early.body);
+    assert!(
+        early.headers.contains_key("retry-after"),
+        "{:?}",
+        early.headers
+    );
+
+    go.send(()).unwrap();
+    let accepted = upload.await.unwrap();
+    assert_eq!(accepted.code, 202, "{:?}", accepted.body);
+    let id = accepted.body["videoId"].as_str().unwrap().to_string();
+    let later = finalize_event(&app, &key).await;
+    assert_eq!(later.code, 200, "{:?}", later.body);
+    assert_eq!(
+        later.body["videoId"],
+        id.as_str(),
+        "the event names the upload's video"
+    );
+    let status = app.api.wait_final(&id).await;
+    assert_eq!(status["state"], "ready", "{status:#}");
+    assert_eq!(status["metadata"]["title"], "Race", "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_uploads_event_finds_nothing_to_make() {
+    let ws = Workspace::new("api_upload_refused_event");
+    let clip = ws.clip("clip.mp4", 320, 240, 1.0, true);
+    let app = spawn_app(&[]).await;
+    let unknown = "Content-Disposition: form-data; name=\"extra\"\r\n\r\nx\r\n";
+    let (body, boundary, go) = held_upload(&clip, unknown);
+    let url = app.api.url("/upload");
+    let upload = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Answer::read(response).await
+    });
+    let key = stored_key(&app).await;
+    go.send(()).unwrap();
+    assert_eq!(upload.await.unwrap().code, 400);
+
+    let event = finalize_event(&app, &key).await;
+    assert_eq!(event.code, 200, "{:?}", event.body);
+    assert!(
+        event.body["ignored"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{:?}",
+        event.body
+    );
+    assert!(
+        files_under(&app.input_dir()).is_empty(),
+        "{:?}",
+        files_under(&app.input_dir())
+    );
 }
