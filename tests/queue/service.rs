@@ -376,3 +376,38 @@ async fn two_hundred_short_jobs_drain_with_429s_none_lost_none_duplicated() {
         cluster.proxy.answers()
     );
 }
+
+#[tokio::test]
+async fn a_dead_lettered_unit_that_never_ran_is_queued_again() {
+    let cluster = Cluster::start("queue-requeue", 1, &[("CHUNK_SECONDS", "4")], true).await;
+    let clip = cluster.ws.clip("source.mp4", 640, 360, 8.0, true);
+    cluster.put_input("clip.mp4", &clip);
+    assert_eq!(cluster.trigger("waited", "clip.mp4").await, 202);
+    let units = cluster.planned_units(3).await;
+    let unit = units
+        .iter()
+        .find(|u| u.attributes["unit"] == "unit-0")
+        .unwrap();
+
+    // Pub/Sub gave up on it after deliveries that all found no room: it never started.
+    let answer = reqwest::Client::new()
+        .post(cluster.servers[0].api.url("/work/dead-letter"))
+        .json(&envelope(unit))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 204);
+    let again = cluster.planned_units(1).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].attributes["unit"], "unit-0");
+    assert_eq!(again[0].data, unit.data, "the same unit, queued again");
+    let status = cluster.status("waited");
+    assert_eq!(status["state"], "queued", "{status:#}");
+    assert!(
+        status["renditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "pending")
+    );
+}
