@@ -185,3 +185,82 @@ impl Lease {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalStore;
+
+    fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path()).unwrap());
+        (dir, store)
+    }
+
+    const KEY: &str = "videos/v/leases/unit-0.json";
+    const TTL: Duration = Duration::from_secs(60);
+
+    async fn taken(store: &Arc<dyn Store>, owner: &str) -> Lease {
+        match take(store, KEY, owner, TTL).await.unwrap() {
+            Leased::Taken(lease) => lease,
+            Leased::Held(_) => panic!("{owner} could not take the lease"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_owner_at_a_time_and_a_released_lease_is_free_at_once() {
+        let (_dir, store) = store();
+        let a = taken(&store, "a").await;
+        match take(&store, KEY, "b", TTL).await.unwrap() {
+            Leased::Held(left) => assert!(left > Duration::from_secs(50), "{left:?}"),
+            Leased::Taken(_) => panic!("b took a lease a holds"),
+        }
+        a.release(Some("it broke".into())).await;
+        let b = taken(&store, "b").await;
+        let history = history(store.as_ref(), KEY).await.unwrap();
+        assert_eq!(history.runs, 2);
+        assert_eq!(history.last_error.as_deref(), Some("it broke"));
+        b.release(None).await;
+        assert_eq!(history_error(&store).await, None);
+    }
+
+    async fn history_error(store: &Arc<dyn Store>) -> Option<String> {
+        history(store.as_ref(), KEY).await.unwrap().last_error
+    }
+
+    #[tokio::test]
+    async fn a_renewal_whose_answer_was_lost_keeps_the_lease() {
+        let (_dir, store) = store();
+        let mut a = taken(&store, "a").await;
+        // The renewal landed but its answer was lost: the version `a` holds is out of date.
+        let stale = a.version;
+        assert!(a.write(expiry(TTL)).await.unwrap());
+        a.version = stale;
+        assert!(
+            a.write(expiry(TTL)).await.unwrap(),
+            "its own write is no loss"
+        );
+        assert!(matches!(
+            take(&store, KEY, "b", TTL).await.unwrap(),
+            Leased::Held(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_after_it_lapsed_is_not_released_by_its_old_owner() {
+        let (_dir, store) = store();
+        let mut a = taken(&store, "a").await;
+        // `a` stalls past its expiry; `b` takes the lease over.
+        assert!(a.write(Utc::now()).await.unwrap());
+        let _b = taken(&store, "b").await;
+        assert!(
+            !a.write(expiry(TTL)).await.unwrap(),
+            "a renewal of a lost lease fails"
+        );
+        a.release(None).await;
+        assert!(
+            matches!(take(&store, KEY, "c", TTL).await.unwrap(), Leased::Held(_)),
+            "the old owner's release must leave b's lease standing"
+        );
+    }
+}
