@@ -83,3 +83,31 @@ async fn the_proxy_takes_turns_skips_removed_backends_and_answers_502_without_an
     assert_eq!(post(7).await.unwrap().status(), 502);
     assert_eq!(proxy.count(502), 2, "{:?}", proxy.answers());
 }
+
+#[tokio::test]
+async fn the_proxy_answers_502_when_a_backend_dies_mid_request_and_does_not_resend_it() {
+    // Reads the start of a request, then goes away (as a killed process does).
+    let dying = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying_base = format!("http://{}", dying.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = dying.accept().await {
+            let mut start = [0u8; 16];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut start).await;
+        }
+    });
+    let other = Recorder::start(StatusCode::NO_CONTENT).await;
+    let proxy = Proxy::start(&[&dying_base, &other.base]).await;
+
+    let answer = reqwest::Client::new()
+        .post(proxy.url("/work"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 502);
+    assert!(
+        other.received().is_empty(),
+        "a request a backend took is not sent again"
+    );
+    assert_eq!(proxy.count(502), 1, "{:?}", proxy.answers());
+}
