@@ -24,14 +24,22 @@ struct Record {
     /// How the last attempt at the unit failed, if it did.
     #[serde(default)]
     last_error: Option<String>,
-    /// Times the unit was started.
+    /// Runs of the unit that ended in an error, and runs whose instance stopped before they
+    /// ended (found when another instance takes the lapsed lease over).
     #[serde(default)]
-    runs: u32,
+    failures: u32,
+    #[serde(default)]
+    crashes: u32,
+    /// The last holder gave it up (its run ended, one way or another).
+    #[serde(default)]
+    released: bool,
 }
 
-/// What the lease record says of a unit's past runs.
+/// What the lease record says of a unit's past runs: how many went wrong, and how.
+#[derive(Debug, Default)]
 pub struct History {
-    pub runs: u32,
+    pub failures: u32,
+    pub crashes: u32,
     pub last_error: Option<String>,
 }
 
@@ -61,7 +69,9 @@ async fn read(store: &dyn Store, key: &str) -> Result<Option<(Record, Version)>,
             owner: String::new(),
             expires: DateTime::UNIX_EPOCH,
             last_error: None,
-            runs: 0,
+            failures: 0,
+            crashes: 0,
+            released: true,
         });
         (record, version)
     }))
@@ -75,20 +85,30 @@ pub async fn take(
     ttl: Duration,
 ) -> Result<Leased, StoreError> {
     loop {
-        let (last_error, runs, version) = match read(store.as_ref(), key).await? {
+        let (mut record, version) = match read(store.as_ref(), key).await? {
             Some((held, _)) if held.owner != owner && held.expires > Utc::now() => {
                 let left = (held.expires - Utc::now()).to_std().unwrap_or_default();
                 return Ok(Leased::Held(left));
             }
-            Some((held, version)) => (held.last_error, held.runs, version),
-            None => (None, 0, 0),
+            Some((held, version)) => (held, version),
+            None => (
+                Record {
+                    owner: String::new(),
+                    expires: DateTime::UNIX_EPOCH,
+                    last_error: None,
+                    failures: 0,
+                    crashes: 0,
+                    released: true,
+                },
+                0,
+            ),
         };
-        let record = Record {
-            owner: owner.to_string(),
-            expires: expiry(ttl),
-            last_error,
-            runs: runs + 1,
-        };
+        if !record.released && record.owner != owner {
+            record.crashes += 1; // its holder never said how the run ended
+        }
+        record.owner = owner.to_string();
+        record.expires = expiry(ttl);
+        record.released = false;
         let body = Bytes::from(serde_json::to_vec(&record).expect("serialisable"));
         match store.put_if(key, body, version).await {
             Ok(version) => {
@@ -106,17 +126,15 @@ pub async fn take(
     }
 }
 
-/// How often the unit whose lease is at `key` was started, and how its last run failed.
+/// How the runs of the unit whose lease is at `key` went wrong, if any did.
 pub async fn history(store: &dyn Store, key: &str) -> Result<History, StoreError> {
     Ok(match read(store, key).await? {
         Some((record, _)) => History {
-            runs: record.runs,
+            failures: record.failures,
+            crashes: record.crashes + u32::from(!record.released),
             last_error: record.last_error,
         },
-        None => History {
-            runs: 0,
-            last_error: None,
-        },
+        None => History::default(),
     })
 }
 
@@ -142,9 +160,13 @@ impl Lease {
         }
     }
 
-    /// Gives the lease up at once, keeping `error` as the unit's last failure (or clearing it).
+    /// Gives the lease up at once, recording `error` as a failed run.
     pub async fn release(mut self, error: Option<String>) {
-        self.record.last_error = error;
+        if error.is_some() {
+            self.record.failures += 1;
+            self.record.last_error = error;
+        }
+        self.record.released = true;
         if let Err(e) = self.write(Utc::now()).await {
             tracing::warn!(key = %self.key, "releasing the unit's lease: {e}");
         }
@@ -217,15 +239,27 @@ mod tests {
         }
         a.release(Some("it broke".into())).await;
         let b = taken(&store, "b").await;
-        let history = history(store.as_ref(), KEY).await.unwrap();
-        assert_eq!(history.runs, 2);
-        assert_eq!(history.last_error.as_deref(), Some("it broke"));
         b.release(None).await;
-        assert_eq!(history_error(&store).await, None);
+        let history = history(store.as_ref(), KEY).await.unwrap();
+        assert_eq!((history.failures, history.crashes), (1, 0));
+        assert_eq!(history.last_error.as_deref(), Some("it broke"));
     }
 
-    async fn history_error(store: &Arc<dyn Store>) -> Option<String> {
-        history(store.as_ref(), KEY).await.unwrap().last_error
+    #[tokio::test]
+    async fn a_run_whose_instance_stopped_counts_as_a_crash() {
+        let (_dir, store) = store();
+        let mut a = taken(&store, "a").await;
+        let held = history(store.as_ref(), KEY).await.unwrap();
+        assert_eq!(
+            held.crashes, 1,
+            "a lease still held is a run not ended (yet)"
+        );
+        assert!(a.write(Utc::now()).await.unwrap()); // then `a` is killed: the lease lapses
+        let b = taken(&store, "b").await;
+        b.release(None).await;
+        let history = history(store.as_ref(), KEY).await.unwrap();
+        assert_eq!((history.failures, history.crashes), (0, 1));
+        assert_eq!(history.last_error, None);
     }
 
     #[tokio::test]

@@ -207,8 +207,36 @@ async fn write_master(
         return Ok(None);
     };
     let key = publish::key(video_id, MASTER);
-    put_if_different(store, &key, text).await?;
-    Ok(Some(key))
+    // Written on the version read: of two instances settling at once, the one that saw fewer
+    // renditions must not overwrite the other's master with its older view.
+    loop {
+        let (current, version) = match store.get_versioned(&key).await? {
+            Some((bytes, version)) => (String::from_utf8_lossy(&bytes).into_owned(), version),
+            None => (String::new(), 0),
+        };
+        if current == text || names_more(&current, &text) {
+            return Ok(Some(key));
+        }
+        match store.put_if(&key, Bytes::from(text.clone()), version).await {
+            Ok(_) => return Ok(Some(key)),
+            Err(StoreError::Changed(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether master playlist `current` names every playlist `ours` does, and more.
+fn names_more(current: &str, ours: &str) -> bool {
+    let uris = |text: &str| -> HashSet<String> {
+        text.lines()
+            .filter_map(|l| match l.split_once("URI=\"") {
+                Some((_, rest)) => rest.split('"').next().map(str::to_string),
+                None => (!l.starts_with('#') && !l.is_empty()).then(|| l.to_string()),
+            })
+            .collect()
+    };
+    let (current, ours) = (uris(current), uris(ours));
+    current.len() > ours.len() && ours.is_subset(&current)
 }
 
 async fn put_if_different(store: &dyn Store, key: &str, text: String) -> Result<(), StoreError> {
@@ -320,5 +348,22 @@ pub async fn update_status(
             Err(StoreError::Changed(_)) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_master_naming_more_playlists_is_not_replaced_by_one_naming_fewer() {
+        let audio = "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",URI=\"audio/index.m3u8\"\n";
+        let one = format!("#EXTM3U\n{audio}#EXT-X-STREAM-INF:BANDWIDTH=1\n144p/index.m3u8\n");
+        let two = format!("{one}#EXT-X-STREAM-INF:BANDWIDTH=2\n720p/index.m3u8\n");
+        assert!(super::names_more(&two, &one));
+        assert!(!super::names_more(&one, &two));
+        assert!(
+            !super::names_more(&one, &one),
+            "the same set: written again if it differs"
+        );
+        assert!(!super::names_more("", &one));
     }
 }

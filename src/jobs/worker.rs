@@ -24,6 +24,10 @@ use super::work::{self, Ran, WorkUnit, parts_of};
 use crate::queue::Queue;
 use crate::storage::Store;
 
+/// Runs of a unit that end in an error or a stopped instance before the dead-letter recorder
+/// fails it; with fewer it is queued again.
+const GIVE_UP_AFTER: u32 = 3;
+
 /// How a delivery is answered.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Answer {
@@ -279,20 +283,21 @@ impl Worker {
             Ok(history) => history,
             Err(e) => return Answer::Failed(format!("reading the unit's lease: {e}")),
         };
-        let why = match (history.runs, history.last_error) {
-            // Only ever sent back for want of room: it waits in the queue again.
-            (0, _) => return self.requeue(&unit).await,
-            (_, Some(last)) => format!("it failed on every delivery; the last time: {last}"),
-            (runs, None) => format!(
-                "it started {runs} times and never finished: its instance stopped each time \
-                 (out of memory?)"
-            ),
+        // Pub/Sub counts every refused delivery (no room, leased elsewhere) towards its limit:
+        // a unit gives up only after it really went wrong this often.
+        let bad = history.failures + history.crashes;
+        if bad < GIVE_UP_AFTER {
+            return self.requeue(&unit).await;
+        }
+        let why = match history.last_error {
+            Some(last) => format!("it failed {bad} times; the last time: {last}"),
+            None => format!("its instance stopped {bad} times while running it (out of memory?)"),
         };
         self.give_up(&unit, &plan, &why).await
     }
 
-    /// Queues a unit the queue gave up on without it ever running (every delivery found the
-    /// instances full) again: a long backlog is no reason to fail a video.
+    /// Queues a unit the queue gave up on again: a long backlog, or an instance killed once
+    /// (a deploy, a scale-in), is no reason to fail a video.
     async fn requeue(&self, unit: &WorkUnit) -> Answer {
         let Some(queue) = &self.queue else {
             return Answer::Failed("no queue to put the unit back on".into());

@@ -152,7 +152,7 @@ fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, Media
 
     let mut audio = match (&spec.audio, audio_stream) {
         (Some(target), Some(index)) => {
-            let stream = input.stream(index).expect("probed stream exists");
+            let stream = input.stream(index).ok_or_else(|| gone(index))?;
             let shift = if spec.info.video.is_some() {
                 let delay = super::video::reorder_delay_frames(&spec.preset);
                 delay * 48_000 * i64::from(spec.fps.denominator()) / i64::from(spec.fps.numerator())
@@ -179,7 +179,7 @@ fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, Media
     };
     let mut video = match video_stream {
         Some(index) => Some(VideoDecode::new(
-            &input.stream(index).expect("probed"),
+            &input.stream(index).ok_or_else(|| gone(index))?,
             spec,
             &to_stream,
         )?),
@@ -340,4 +340,12 @@ fn demux(
         v.decode(None, senders)?;
     }
     Ok(())
+}
+
+/// The source no longer has the stream its probe found (replaced since it was probed).
+fn gone(index: usize) -> MediaError {
+    MediaError::Decode(format!(
+        "the source has no stream {index} any more: it was replaced after it was probed; \
+         trigger the video again"
+    ))
 }

@@ -141,9 +141,14 @@ impl Cluster {
     }
 
     pub async fn wait_final(&self, id: &str) -> Value {
+        self.wait_final_seeing(id, |_| {}).await
+    }
+
+    /// Waits for a final state; `seen` gets every status read on the way.
+    pub async fn wait_final_seeing(&self, id: &str, seen: impl FnMut(&Value)) -> Value {
         let is_final =
             |s: &Value| matches!(s["state"].as_str(), Some("ready" | "partial" | "failed"));
-        self.wait_for(id, is_final, |_| {}).await
+        self.wait_for(id, is_final, seen).await
     }
 
     /// The units the services published (relay mode), once `count` are in.
