@@ -2,7 +2,6 @@
 //! HLS from each rendition's first segments on, and keep status.json honest throughout.
 
 mod assembly;
-pub mod claim;
 pub mod cost;
 mod download;
 mod early;

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::claim::{self, Taken};
 use super::publish;
 use super::recent::Recent;
 use super::request::{Engine, JobRequest};
@@ -46,10 +45,6 @@ pub struct Jobs {
     speed: Mutex<f64>,
     /// Final statuses of jobs that ended here lately, so polls for them need no store read.
     recent: Mutex<Recent>,
-    /// This process among the instances sharing the output store, in claims.
-    instance: String,
-    /// How long a claim lasts unrenewed (`CLAIM_TTL`).
-    claim_ttl: Duration,
     /// Tells `WEBHOOK_URL` when a job becomes playable and when it ends.
     webhooks: Option<Arc<Webhooks>>,
     /// Queue mode (`WORK_TOPIC`): jobs are planned here and run as units by the queue.
@@ -124,15 +119,12 @@ impl Jobs {
         engine: Engine,
         output: Arc<dyn Store>,
         capacity: usize,
-        claim_ttl: Duration,
         webhooks: Option<Arc<Webhooks>>,
         queued: Option<Queued>,
     ) -> Arc<Self> {
         Arc::new(Self {
             webhooks,
             queued,
-            instance: uuid::Uuid::new_v4().to_string(),
-            claim_ttl,
             engine,
             output,
             capacity: capacity.max(1),
@@ -220,29 +212,6 @@ impl Jobs {
         Ok(None)
     }
 
-    /// Claims the video for this instance in the output store (a conflict if another instance
-    /// holds it for another source). `abandoned`: status.json says its last job stopped. `None`:
-    /// the claim could not be written (the store is down), which does not stop the job: one
-    /// encode per video is then best effort, and the log says so.
-    async fn claim(
-        &self,
-        video_id: &str,
-        input: &str,
-        abandoned: bool,
-    ) -> Result<Option<Taken>, AdmitError> {
-        let (owner, ttl) = (&self.instance, self.claim_ttl);
-        match claim::take(&self.output, video_id, input, owner, ttl, abandoned).await {
-            Ok(Taken::Held { input: held, .. }) if held != input => {
-                Err(AdmitError::Conflict(video_id.into()))
-            }
-            Ok(taken) => Ok(Some(taken)),
-            Err(e) => {
-                tracing::warn!(video_id, "no claim on the video, encoding anyway: {e}");
-                Ok(None)
-            }
-        }
-    }
-
     /// Seconds until a `duration_seconds` source would be ready here, from this instance's
     /// measured speed.
     pub fn estimate_seconds(&self, duration_seconds: f64) -> f64 {
@@ -279,34 +248,12 @@ impl Jobs {
         }
 
         self.check_room()?;
-        let abandoned = previous.as_ref().is_some_and(|p| {
-            p.state == JobState::Interrupted || p.is_stale(Utc::now(), ORPHANED_AFTER)
-        });
-        let claim = match self.claim(&request.video_id, &input, abandoned).await? {
-            Some(Taken::Won(claim)) => Some(claim),
-            None => None,
-            Some(Taken::Held { .. }) => {
-                // Another instance has it: its status.json, or queued until it writes one.
-                let status = previous
-                    .filter(|p| p.input.as_deref() == Some(input.as_str()))
-                    .unwrap_or_else(|| JobStatus::queued_from(&request.video_id, input.clone()));
-                return Ok(Admitted::Existing(status));
-            }
-        };
-
         let mut queued = JobStatus::queued_from(&request.video_id, input.clone());
         queued.metadata = request.metadata.clone();
         let (updates, status) = watch::channel(queued.clone());
-        match self.insert(&request.video_id, input, &status) {
-            Ok(None) => {}
-            // Admitted meanwhile by another request here, whose job holds the claim.
-            Ok(Some(live)) => return Ok(Admitted::Existing(live)),
-            Err(e) => {
-                if let Some(claim) = claim {
-                    claim.release().await;
-                }
-                return Err(e);
-            }
+        // Admitted meanwhile by another request here: that job stands.
+        if let Some(live) = self.insert(&request.video_id, input, &status)? {
+            return Ok(Admitted::Existing(live));
         }
 
         let jobs = self.clone();
@@ -318,16 +265,9 @@ impl Jobs {
                 let engine = jobs.engine.clone();
                 let cancel = jobs.cancel.child_token();
                 // Its own task, so a panic fails this job and nothing else.
-                let done = CancellationToken::new();
-                let keeper = claim.map(|c| tokio::spawn(c.keep(done.clone(), cancel.clone())));
                 let job =
                     tokio::spawn(async move { run::run(request, &engine, cancel, updates).await });
-                let result = job.await;
-                done.cancel();
-                if let Some(keeper) = keeper {
-                    let _ = keeper.await;
-                }
-                let last = match result {
+                let last = match job.await {
                     Ok(last) => last,
                     Err(e) => {
                         tracing::error!("the job crashed: {e}");
@@ -395,13 +335,9 @@ impl Jobs {
         if recent.is_some() {
             return recent;
         }
-        match publish::read_status(self.output.as_ref(), video_id).await {
-            Some(status) => Some(status.orphaned(Utc::now(), ORPHANED_AFTER)),
-            // Claimed by another instance that has not written status.json yet.
-            None => claim::holder(self.output.as_ref(), video_id)
-                .await
-                .map(|input| JobStatus::queued_from(video_id, input)),
-        }
+        publish::read_status(self.output.as_ref(), video_id)
+            .await
+            .map(|status| status.orphaned(Utc::now(), ORPHANED_AFTER))
     }
 
     /// Refuses new work from now on (readiness fails) and stops every job's encodes; each job

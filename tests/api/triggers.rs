@@ -154,3 +154,25 @@ fn rendition_starts(status: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// In-process mode is one process, with no other instance to claim a video against: a running
+/// job writes nothing beside status.json to hold the video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_claims_nothing_beside_its_status() {
+    let ws = Workspace::new("api_no_claim");
+    let clip = small_clip(&ws, "clip.mp4");
+    let app = spawn_app(&[]).await;
+    app.put_input("incoming/e.mp4", &clip);
+    app.hold_encodes();
+    let accepted = app
+        .api
+        .trigger(&direct_trigger("unclaimed", "incoming/e.mp4"), &[])
+        .await;
+    assert_eq!(accepted.code, 202, "{:?}", accepted.body);
+    wait_held(&app.api, "unclaimed").await;
+    let folder = app.cdn_dir().join("videos/unclaimed");
+    assert_eq!(files_under(&folder), ["status.json"], "only status.json");
+    app.release_encodes();
+    assert_eq!(app.api.wait_final("unclaimed").await["state"], "ready");
+    app.stop().await;
+}
