@@ -16,7 +16,6 @@ mod progressive;
 #[cfg(test)]
 mod progressive_tests;
 pub mod publish;
-mod recent;
 pub mod registry;
 pub mod request;
 mod resume;

@@ -16,7 +16,6 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::publish;
-use super::recent::Recent;
 use super::request::{Engine, JobRequest};
 use super::run;
 use super::status::{JobState, JobStatus};
@@ -43,8 +42,6 @@ pub struct Jobs {
     draining: AtomicBool,
     /// Measured wall seconds per source second of finished jobs (moving average).
     speed: Mutex<f64>,
-    /// Final statuses of jobs that ended here lately, so polls for them need no store read.
-    recent: Mutex<Recent>,
     /// Tells `WEBHOOK_URL` when a job becomes playable and when it ends.
     webhooks: Option<Arc<Webhooks>>,
     /// Queue mode (`WORK_TOPIC`): jobs are planned here and run as units by the queue.
@@ -133,7 +130,6 @@ impl Jobs {
             tasks: TaskTracker::new(),
             draining: AtomicBool::new(false),
             speed: Mutex::new(INITIAL_SECONDS_PER_SECOND),
-            recent: Mutex::new(Recent::default()),
         })
     }
 
@@ -169,13 +165,12 @@ impl Jobs {
             .collect()
     }
 
-    /// Live statuses of the jobs on this instance (oldest queued first) and the final statuses
-    /// of the last `finished` jobs that ended here (newest first), for operators.
-    pub fn overview(&self, finished: usize) -> (Vec<JobStatus>, Vec<JobStatus>) {
+    /// Live statuses of the jobs on this instance, oldest queued first, for operators. Jobs
+    /// that ended are not kept: their status is status.json in the output store.
+    pub fn overview(&self) -> Vec<JobStatus> {
         let mut active = self.active_statuses();
         active.sort_by_key(|job| job.timestamps.queued);
-        let recent = self.recent.lock().expect("recent lock").latest(finished);
-        (active, recent)
+        active
     }
 
     /// Whether a new job would be admitted now (checked before accepting an upload's body).
@@ -294,12 +289,6 @@ impl Jobs {
         active.remove(video_id);
         metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
         drop(active);
-        // Every final state, so a status.json write the store refused (down longer than the
-        // retry budget) still reaches pollers of this instance.
-        self.recent
-            .lock()
-            .expect("recent lock")
-            .remember(last.clone());
         metrics::counter!("transcoder_jobs_total", "state" => last.state.as_str()).increment(1);
         let (Some(started), Some(finished), Some(source)) = (
             last.timestamps.started,
@@ -315,8 +304,9 @@ impl Jobs {
         }
     }
 
-    /// The live status of a job of this instance, else the one in the output store (where a
-    /// `processing` job nobody has written for a minute is reported `interrupted`).
+    /// The live status of a job running here, else status.json in the output store (where a
+    /// `processing` job nobody has written for a minute is reported `interrupted`): a job that
+    /// ended is read from the store, never from a copy kept here that the store may contradict.
     pub async fn status(&self, video_id: &str) -> Option<JobStatus> {
         if self.queued.is_some() {
             // Written at each unit's start and end only: its age says nothing.
@@ -330,10 +320,6 @@ impl Jobs {
             .map(|job| job.status.borrow().clone());
         if live.is_some() {
             return live;
-        }
-        let recent = self.recent.lock().expect("recent lock").get(video_id);
-        if recent.is_some() {
-            return recent;
         }
         publish::read_status(self.output.as_ref(), video_id)
             .await
