@@ -21,7 +21,7 @@ use super::run;
 use super::status::{JobState, JobStatus};
 use super::worker::Worker;
 use crate::queue::Queue;
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 
 mod queued;
 use crate::webhooks::Webhooks;
@@ -307,10 +307,11 @@ impl Jobs {
     /// The live status of a job running here, else status.json in the output store (where a
     /// `processing` job nobody has written for a minute is reported `interrupted`): a job that
     /// ended is read from the store, never from a copy kept here that the store may contradict.
-    pub async fn status(&self, video_id: &str) -> Option<JobStatus> {
+    /// An error: the store could not be read.
+    pub async fn status(&self, video_id: &str) -> Result<Option<JobStatus>, StoreError> {
         if self.queued.is_some() {
             // Written at each unit's start and end only: its age says nothing.
-            return publish::read_status(self.output.as_ref(), video_id).await;
+            return publish::fetch_status(self.output.as_ref(), video_id).await;
         }
         let live = self
             .active
@@ -319,11 +320,10 @@ impl Jobs {
             .get(video_id)
             .map(|job| job.status.borrow().clone());
         if live.is_some() {
-            return live;
+            return Ok(live);
         }
-        publish::read_status(self.output.as_ref(), video_id)
-            .await
-            .map(|status| status.orphaned(Utc::now(), ORPHANED_AFTER))
+        let stored = publish::fetch_status(self.output.as_ref(), video_id).await?;
+        Ok(stored.map(|status| status.orphaned(Utc::now(), ORPHANED_AFTER)))
     }
 
     /// Refuses new work from now on (readiness fails) and stops every job's encodes; each job
