@@ -222,11 +222,6 @@ pub struct ServeSettings {
     #[arg(long, env = "STORAGE_RETRY_SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub storage_retry_seconds: u64,
 
-    /// Seconds a job's claim on a video (the object that keeps other instances from encoding it
-    /// too) lasts without renewal; a crashed instance's claim is taken over after this.
-    #[arg(long, env = "CLAIM_TTL", default_value_t = 90, value_parser = clap::value_parser!(u64).range(5..=3600))]
-    pub claim_ttl: u64,
-
     /// Base URL players use for the output store (default: this server, which serves a local
     /// output store under `/videos`).
     #[arg(long, env = "PUBLIC_BASE_URL", value_parser = parse_base_url)]

@@ -92,7 +92,6 @@ pub async fn serve(
         engine,
         output.clone(),
         settings.max_queued_jobs as usize,
-        Duration::from_secs(settings.claim_ttl),
         webhooks.clone(),
         queued,
     );

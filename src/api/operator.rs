@@ -1,6 +1,7 @@
 //! `GET /jobs` and `GET /jobs.json`: what an operator wants to see on an instance: the jobs it
-//! has queued and processing with a progress bar per rendition, the last ones that ended, and
-//! the encode pool. Behind the access rule of `/metrics`. The page is plain server-rendered
+//! has queued and processing with a progress bar per rendition, and the encode pool. Jobs that
+//! ended are not listed: the instance keeps no copy of their status, which is status.json in
+//! the output store (`/video-status/{id}`). Behind the access rule of `/metrics`. The page is plain server-rendered
 //! HTML; a small script re-reads it every 2 s and swaps in the new figures.
 
 use axum::Json;
@@ -14,14 +15,10 @@ use super::AppState;
 use super::player::escape_html;
 use crate::jobs::status::{JobStatus, RenditionState, RenditionStatus};
 
-/// Finished jobs listed, newest first.
-const FINISHED_SHOWN: usize = 20;
-
 #[derive(Serialize)]
 pub struct Overview {
     pool: Pool,
     active: Vec<JobStatus>,
-    finished: Vec<JobStatus>,
 }
 
 /// The encode pool as the scheduler sees it now.
@@ -41,7 +38,7 @@ struct Pool {
 fn overview(state: &AppState) -> Overview {
     let scheduler = &state.jobs.engine().scheduler;
     let (encoders_running, memory_promised_bytes) = scheduler.running();
-    let (mut active, finished) = state.jobs.overview(FINISHED_SHOWN);
+    let mut active = state.jobs.overview();
     active.retain(|job| !job.state.is_final());
     Overview {
         pool: Pool {
@@ -55,7 +52,6 @@ fn overview(state: &AppState) -> Overview {
             jobs_active: active.len(),
         },
         active,
-        finished,
     }
 }
 
@@ -155,29 +151,8 @@ fn render(overview: &Overview, now: DateTime<Utc>) -> String {
     for job in &overview.active {
         html += &active_job(job, now);
     }
-    html += "</section>\n<section id=\"finished\"><h2>Finished lately</h2>\n";
-    if overview.finished.is_empty() {
-        html += "<p>None.</p>\n";
-    } else {
-        html += "<table><thead><tr><th>Video</th><th>State</th><th>Finished</th>\
-                 <th>Renditions</th><th>Reason</th></tr></thead><tbody>\n";
-        for job in &overview.finished {
-            let id = escape_html(&job.video_id);
-            let finished = job
-                .timestamps
-                .finished
-                .map_or(String::new(), |t| t.format("%H:%M:%S UTC").to_string());
-            html += &format!(
-                "<tr data-video=\"{id}\" data-state=\"{state}\"><td><a href=\"player/{id}\">{id}</a>\
-                 </td><td>{state}</td><td>{finished}</td><td>{done}/{total}</td><td>{reason}</td></tr>\n",
-                state = job.state.as_str(),
-                done = job.progress.completed,
-                total = job.progress.total,
-                reason = escape_html(job.error.as_deref().unwrap_or("")),
-            );
-        }
-        html += "</tbody></table>\n";
-    }
+    html += "<p>Jobs that ended are not listed here: see their status at \
+             <code>/video-status/{id}</code> or their player page.</p>\n";
     html += &format!(
         "</section>\n<p>Updated {}.</p>\n</div>\n",
         now.format("%H:%M:%S UTC")

@@ -9,7 +9,8 @@ use serde_json::json;
 use super::{ApiError, AppState};
 use crate::jobs::validate_video_id;
 
-/// `GET /video-status/{id}`: the job's status.json, never cached.
+/// `GET /video-status/{id}`: the job's status.json, never cached; 503 when the output store
+/// cannot be read (not 404: the video may well exist).
 pub async fn video_status(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -18,7 +19,7 @@ pub async fn video_status(
     let status = state
         .jobs
         .status(&id)
-        .await
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no video `{id}`")))?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(status)).into_response())
 }

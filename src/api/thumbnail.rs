@@ -44,7 +44,7 @@ pub async fn thumbnail(
     let status = state
         .jobs
         .status(id)
-        .await
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no video `{id}`")))?;
     if let Some(source) = &status.source
         && time > source.duration_seconds + 1e-3

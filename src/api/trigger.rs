@@ -74,7 +74,7 @@ pub async fn transcode(
     }
     let (video_id, key) = (&trigger.video_id, &trigger.input_path);
     if let Some(left) = PendingUpload::receiving(&state, video_id, key).await
-        && state.jobs.status(video_id).await.is_none()
+        && state.jobs.status(video_id).await?.is_none()
     {
         return Err(ApiError::Busy {
             message: format!("`{key}` is still being uploaded and queued by /upload; retry later"),

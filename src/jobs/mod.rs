@@ -2,7 +2,6 @@
 //! HLS from each rendition's first segments on, and keep status.json honest throughout.
 
 mod assembly;
-pub mod claim;
 pub mod cost;
 mod download;
 mod early;
@@ -17,7 +16,6 @@ mod progressive;
 #[cfg(test)]
 mod progressive_tests;
 pub mod publish;
-mod recent;
 pub mod registry;
 pub mod request;
 mod resume;

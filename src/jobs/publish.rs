@@ -60,16 +60,27 @@ pub async fn rendition(
     Ok((rates, keys))
 }
 
-/// Reads a video's status.json from the store, if it has one that parses.
+/// Reads a video's status.json from the store, if it has one that parses (a store error is
+/// logged and taken as none).
 pub async fn read_status(store: &dyn Store, video_id: &str) -> Option<JobStatus> {
-    let bytes = store
-        .get(&key(video_id, "status.json"))
+    fetch_status(store, video_id)
         .await
         .inspect_err(|e| tracing::warn!("reading status.json: {e}"))
-        .ok()??;
-    serde_json::from_slice(&bytes)
+        .ok()?
+}
+
+/// Reads a video's status.json from the store: none if it has none that parses, an error if
+/// the store could not be read (so a caller can tell "no such video" from "cannot tell now").
+pub async fn fetch_status(
+    store: &dyn Store,
+    video_id: &str,
+) -> Result<Option<JobStatus>, StoreError> {
+    let Some(bytes) = store.get(&key(video_id, "status.json")).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes)
         .inspect_err(|e| tracing::warn!("status.json does not parse: {e}"))
-        .ok()
+        .ok())
 }
 
 /// Cloud Storage takes about one write per second to the same object; faster ones draw 429s.

@@ -15,15 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::claim::{self, Taken};
 use super::publish;
-use super::recent::Recent;
 use super::request::{Engine, JobRequest};
 use super::run;
 use super::status::{JobState, JobStatus};
 use super::worker::Worker;
 use crate::queue::Queue;
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 
 mod queued;
 use crate::webhooks::Webhooks;
@@ -44,12 +42,6 @@ pub struct Jobs {
     draining: AtomicBool,
     /// Measured wall seconds per source second of finished jobs (moving average).
     speed: Mutex<f64>,
-    /// Final statuses of jobs that ended here lately, so polls for them need no store read.
-    recent: Mutex<Recent>,
-    /// This process among the instances sharing the output store, in claims.
-    instance: String,
-    /// How long a claim lasts unrenewed (`CLAIM_TTL`).
-    claim_ttl: Duration,
     /// Tells `WEBHOOK_URL` when a job becomes playable and when it ends.
     webhooks: Option<Arc<Webhooks>>,
     /// Queue mode (`WORK_TOPIC`): jobs are planned here and run as units by the queue.
@@ -124,15 +116,12 @@ impl Jobs {
         engine: Engine,
         output: Arc<dyn Store>,
         capacity: usize,
-        claim_ttl: Duration,
         webhooks: Option<Arc<Webhooks>>,
         queued: Option<Queued>,
     ) -> Arc<Self> {
         Arc::new(Self {
             webhooks,
             queued,
-            instance: uuid::Uuid::new_v4().to_string(),
-            claim_ttl,
             engine,
             output,
             capacity: capacity.max(1),
@@ -141,7 +130,6 @@ impl Jobs {
             tasks: TaskTracker::new(),
             draining: AtomicBool::new(false),
             speed: Mutex::new(INITIAL_SECONDS_PER_SECOND),
-            recent: Mutex::new(Recent::default()),
         })
     }
 
@@ -177,13 +165,12 @@ impl Jobs {
             .collect()
     }
 
-    /// Live statuses of the jobs on this instance (oldest queued first) and the final statuses
-    /// of the last `finished` jobs that ended here (newest first), for operators.
-    pub fn overview(&self, finished: usize) -> (Vec<JobStatus>, Vec<JobStatus>) {
+    /// Live statuses of the jobs on this instance, oldest queued first, for operators. Jobs
+    /// that ended are not kept: their status is status.json in the output store.
+    pub fn overview(&self) -> Vec<JobStatus> {
         let mut active = self.active_statuses();
         active.sort_by_key(|job| job.timestamps.queued);
-        let recent = self.recent.lock().expect("recent lock").latest(finished);
-        (active, recent)
+        active
     }
 
     /// Whether a new job would be admitted now (checked before accepting an upload's body).
@@ -218,29 +205,6 @@ impl Jobs {
         active.insert(video_id.to_string(), Active { input, status });
         metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
         Ok(None)
-    }
-
-    /// Claims the video for this instance in the output store (a conflict if another instance
-    /// holds it for another source). `abandoned`: status.json says its last job stopped. `None`:
-    /// the claim could not be written (the store is down), which does not stop the job: one
-    /// encode per video is then best effort, and the log says so.
-    async fn claim(
-        &self,
-        video_id: &str,
-        input: &str,
-        abandoned: bool,
-    ) -> Result<Option<Taken>, AdmitError> {
-        let (owner, ttl) = (&self.instance, self.claim_ttl);
-        match claim::take(&self.output, video_id, input, owner, ttl, abandoned).await {
-            Ok(Taken::Held { input: held, .. }) if held != input => {
-                Err(AdmitError::Conflict(video_id.into()))
-            }
-            Ok(taken) => Ok(Some(taken)),
-            Err(e) => {
-                tracing::warn!(video_id, "no claim on the video, encoding anyway: {e}");
-                Ok(None)
-            }
-        }
     }
 
     /// Seconds until a `duration_seconds` source would be ready here, from this instance's
@@ -279,34 +243,12 @@ impl Jobs {
         }
 
         self.check_room()?;
-        let abandoned = previous.as_ref().is_some_and(|p| {
-            p.state == JobState::Interrupted || p.is_stale(Utc::now(), ORPHANED_AFTER)
-        });
-        let claim = match self.claim(&request.video_id, &input, abandoned).await? {
-            Some(Taken::Won(claim)) => Some(claim),
-            None => None,
-            Some(Taken::Held { .. }) => {
-                // Another instance has it: its status.json, or queued until it writes one.
-                let status = previous
-                    .filter(|p| p.input.as_deref() == Some(input.as_str()))
-                    .unwrap_or_else(|| JobStatus::queued_from(&request.video_id, input.clone()));
-                return Ok(Admitted::Existing(status));
-            }
-        };
-
         let mut queued = JobStatus::queued_from(&request.video_id, input.clone());
         queued.metadata = request.metadata.clone();
         let (updates, status) = watch::channel(queued.clone());
-        match self.insert(&request.video_id, input, &status) {
-            Ok(None) => {}
-            // Admitted meanwhile by another request here, whose job holds the claim.
-            Ok(Some(live)) => return Ok(Admitted::Existing(live)),
-            Err(e) => {
-                if let Some(claim) = claim {
-                    claim.release().await;
-                }
-                return Err(e);
-            }
+        // Admitted meanwhile by another request here: that job stands.
+        if let Some(live) = self.insert(&request.video_id, input, &status)? {
+            return Ok(Admitted::Existing(live));
         }
 
         let jobs = self.clone();
@@ -318,16 +260,9 @@ impl Jobs {
                 let engine = jobs.engine.clone();
                 let cancel = jobs.cancel.child_token();
                 // Its own task, so a panic fails this job and nothing else.
-                let done = CancellationToken::new();
-                let keeper = claim.map(|c| tokio::spawn(c.keep(done.clone(), cancel.clone())));
                 let job =
                     tokio::spawn(async move { run::run(request, &engine, cancel, updates).await });
-                let result = job.await;
-                done.cancel();
-                if let Some(keeper) = keeper {
-                    let _ = keeper.await;
-                }
-                let last = match result {
+                let last = match job.await {
                     Ok(last) => last,
                     Err(e) => {
                         tracing::error!("the job crashed: {e}");
@@ -354,12 +289,6 @@ impl Jobs {
         active.remove(video_id);
         metrics::gauge!("transcoder_jobs_active").set(unfinished(&active) as f64);
         drop(active);
-        // Every final state, so a status.json write the store refused (down longer than the
-        // retry budget) still reaches pollers of this instance.
-        self.recent
-            .lock()
-            .expect("recent lock")
-            .remember(last.clone());
         metrics::counter!("transcoder_jobs_total", "state" => last.state.as_str()).increment(1);
         let (Some(started), Some(finished), Some(source)) = (
             last.timestamps.started,
@@ -375,12 +304,14 @@ impl Jobs {
         }
     }
 
-    /// The live status of a job of this instance, else the one in the output store (where a
-    /// `processing` job nobody has written for a minute is reported `interrupted`).
-    pub async fn status(&self, video_id: &str) -> Option<JobStatus> {
+    /// The live status of a job running here, else status.json in the output store (where a
+    /// `processing` job nobody has written for a minute is reported `interrupted`): a job that
+    /// ended is read from the store, never from a copy kept here that the store may contradict.
+    /// An error: the store could not be read.
+    pub async fn status(&self, video_id: &str) -> Result<Option<JobStatus>, StoreError> {
         if self.queued.is_some() {
             // Written at each unit's start and end only: its age says nothing.
-            return publish::read_status(self.output.as_ref(), video_id).await;
+            return publish::fetch_status(self.output.as_ref(), video_id).await;
         }
         let live = self
             .active
@@ -389,19 +320,10 @@ impl Jobs {
             .get(video_id)
             .map(|job| job.status.borrow().clone());
         if live.is_some() {
-            return live;
+            return Ok(live);
         }
-        let recent = self.recent.lock().expect("recent lock").get(video_id);
-        if recent.is_some() {
-            return recent;
-        }
-        match publish::read_status(self.output.as_ref(), video_id).await {
-            Some(status) => Some(status.orphaned(Utc::now(), ORPHANED_AFTER)),
-            // Claimed by another instance that has not written status.json yet.
-            None => claim::holder(self.output.as_ref(), video_id)
-                .await
-                .map(|input| JobStatus::queued_from(video_id, input)),
-        }
+        let stored = publish::fetch_status(self.output.as_ref(), video_id).await?;
+        Ok(stored.map(|status| status.orphaned(Utc::now(), ORPHANED_AFTER)))
     }
 
     /// Refuses new work from now on (readiness fails) and stops every job's encodes; each job

@@ -154,3 +154,49 @@ fn rendition_starts(status: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// In-process mode is one process, with no other instance to claim a video against: a running
+/// job writes nothing beside status.json to hold the video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_claims_nothing_beside_its_status() {
+    let ws = Workspace::new("api_no_claim");
+    let clip = small_clip(&ws, "clip.mp4");
+    let app = spawn_app(&[]).await;
+    app.put_input("incoming/e.mp4", &clip);
+    app.hold_encodes();
+    let accepted = app
+        .api
+        .trigger(&direct_trigger("unclaimed", "incoming/e.mp4"), &[])
+        .await;
+    assert_eq!(accepted.code, 202, "{:?}", accepted.body);
+    wait_held(&app.api, "unclaimed").await;
+    let folder = app.cdn_dir().join("videos/unclaimed");
+    assert_eq!(files_under(&folder), ["status.json"], "only status.json");
+    app.release_encodes();
+    assert_eq!(app.api.wait_final("unclaimed").await["state"], "ready");
+    app.stop().await;
+}
+
+/// Once a job has ended, a poll reads status.json from the output store rather than a copy this
+/// instance kept, so a later write there (a rerun, another process) is what the poll sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_job_is_read_from_the_store() {
+    let ws = Workspace::new("api_store_status");
+    let clip = small_clip(&ws, "clip.mp4");
+    let app = spawn_app(&[]).await;
+    app.put_input("incoming/f.mp4", &clip);
+    let api = &app.api;
+    let accepted = api
+        .trigger(&direct_trigger("from-store", "incoming/f.mp4"), &[])
+        .await;
+    assert_eq!(accepted.code, 202, "{:?}", accepted.body);
+    assert_eq!(api.wait_final("from-store").await["state"], "ready");
+    let mut stored = final_status_file(&app, "from-store").await;
+    stored["metadata"] = serde_json::json!({"title": "written later by another process"});
+    let path = app.cdn_dir().join("videos/from-store/status.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
+    // The job leaves this instance's live jobs just after its last write of status.json.
+    api.wait_for("from-store", |s| s["metadata"] == stored["metadata"])
+        .await;
+    app.stop().await;
+}

@@ -65,7 +65,8 @@ async fn the_bucket_going_away_and_back_mid_job_is_retried_to_ready() {
 }
 
 /// With the buckets gone for longer than the retry budget the job ends `failed`, saying why,
-/// and the service goes on answering.
+/// and the service goes on answering. Once the job has left the instance, its status is read
+/// from the bucket, which is gone: the poll says so (503), not that there is no such video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
     let ws = Workspace::new("gcs_down");
@@ -85,8 +86,10 @@ async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
     gcs.stop();
     app.release_encodes();
 
-    let status = app.api.wait_final("gcs-down").await;
+    let (status, gone) = final_then_gone(&app.api, "gcs-down").await;
     assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(gone.code, 503, "{:?}", gone.body);
+    assert_eq!(gone.body["error"]["code"], "unavailable", "{:?}", gone.body);
     // Both buckets are gone: the reason names the one the job met first (its source's, read
     // by ranges while encoding, or the CDN's).
     let reasons = status.to_string();
@@ -94,6 +97,25 @@ async fn a_bucket_down_past_the_retry_budget_fails_the_job_with_a_reason() {
     assert!(named.contains(&true), "{status:#}");
     assert_eq!(app.api.get("/healthz").await.code, 200);
     app.stop().await;
+}
+
+/// Polls the status of a job whose bucket is gone: its last live status (final, shown while the
+/// job retries its last write) and the first answer once the job has left the instance.
+async fn final_then_gone(api: &Api, id: &str) -> (Value, Answer) {
+    let mut last = None;
+    let started = std::time::Instant::now();
+    loop {
+        let answer = api.get(&format!("/video-status/{id}")).await;
+        if answer.code != 200 {
+            let last = last.unwrap_or_else(|| panic!("{id} left before it was seen final"));
+            return (last, answer);
+        }
+        if !matches!(answer.body["state"].as_str(), Some("queued" | "processing")) {
+            last = Some(answer.body);
+        }
+        assert!(started.elapsed() < JOB_TIMEOUT, "{id} never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A rendition that fails after publishing some segments takes them back: the bucket freezes

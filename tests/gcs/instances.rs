@@ -1,75 +1,15 @@
-//! Several instances sharing one bucket: one trigger delivered to two of them encodes once, and a
-//! job interrupted on one instance resumes on another from the bucket's status.json.
+//! A job interrupted on one instance resumes on the next from the bucket's status.json, and the
+//! conditional writes that leases and status.json updates rest on. (Several in-process instances
+//! sharing one bucket are no longer a supported set-up: queue mode runs several instances.)
 
 use serde_json::Value;
 
 use crate::common::*;
 use crate::*;
 
-/// Two server processes get the same trigger at the same moment (as when Pub/Sub redelivers to
-/// another instance): one encodes, the other answers with that job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_one_trigger_one_encode() {
-    let ws = Workspace::new("gcs_two_instances");
-    let clip = std::fs::read(ws.clip("clip.mp4", 640, 360, 3.0, true)).unwrap();
-    let gcs = emulator().await;
-    gcs.put(INPUT, "shared.mp4", clip).await;
-    let env = gcs_env(&gcs);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let one = ServerProcess::start(&ws.subdir("one"), &env);
-    let two = ServerProcess::start(&ws.subdir("two"), &env);
-
-    let body = trigger("gcs-shared", "shared.mp4");
-    let (a, b) = tokio::join!(one.api.trigger(&body, &[]), two.api.trigger(&body, &[]));
-    let mut codes = [a.code, b.code];
-    codes.sort();
-    assert_eq!(codes, [200, 202], "one new job, one existing: {a:?} {b:?}");
-    for answer in [&a, &b] {
-        assert_eq!(answer.body["videoId"], "gcs-shared");
-    }
-
-    let status = one.api.wait_final("gcs-shared").await;
-    assert_eq!(status["state"], "ready", "{status:#}");
-    // The encoding instance logs the end of its job just after its last status.json write.
-    let started = std::time::Instant::now();
-    while finished_jobs(&one, "gcs-shared") + finished_jobs(&two, "gcs-shared") == 0 {
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "no instance logged the job's end"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let encoders: Vec<&ServerProcess> = [&one, &two]
-        .into_iter()
-        .filter(|server| finished_jobs(server, "gcs-shared") > 0)
-        .collect();
-    assert_eq!(encoders.len(), 1, "exactly one instance ran the job");
-    assert_eq!(finished_jobs(encoders[0], "gcs-shared"), 1);
-    // Both instances report the same status, from memory or from the bucket.
-    let other = two.api.wait_final("gcs-shared").await;
-    assert_eq!(other["timestamps"], status["timestamps"]);
-
-    // Once it is done, a redelivery to either instance is answered with the finished job.
-    for server in [&one, &two] {
-        let again = server.api.trigger(&body, &[]).await;
-        assert_eq!(again.code, 200, "{:?}", again.body);
-        assert_eq!(again.body["status"], "ready");
-    }
-}
-
-/// How many times `server`'s log says a job for `video_id` finished.
-fn finished_jobs(server: &ServerProcess, video_id: &str) -> usize {
-    server
-        .log_text()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["message"] == "job finished" && l.to_string().contains(video_id))
-        .count()
-}
-
-/// A job stopped on one instance (shutdown mid-encode) is triggered again on another: that one
-/// reads status.json from the bucket, keeps the renditions already published and encodes only
-/// the rest.
+/// A job stopped on one instance (shutdown mid-encode) is triggered again on the next one started
+/// (a restart, or a new Cloud Run instance): that one reads status.json from the bucket, keeps
+/// the renditions already published and encodes only the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_job_resumes_on_another_instance_from_the_bucket() {
     let ws = Workspace::new("gcs_resume");
@@ -128,8 +68,9 @@ fn ready_renditions(status: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The primitive claims rest on: of two creates of one object, one wins and the other is told
-/// the object changed; a replace must name the version it read.
+/// The primitive queue mode's unit leases and status.json updates rest on: of two creates of one
+/// object, one wins and the other is told the object changed; a replace must name the version it
+/// read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conditional_create_has_exactly_one_winner() {
     use video_transcoder::storage::{GcsOptions, GcsStore, Store, StoreError};
@@ -141,21 +82,21 @@ async fn a_conditional_create_has_exactly_one_winner() {
     let store = GcsStore::new(&format!("gs://{CDN}/{CDN_PREFIX}"), &options)
         .await
         .unwrap();
-    let first = store.put_if("claims/a", "one".into(), 0).await;
+    let first = store.put_if("leases/a", "one".into(), 0).await;
     eprintln!(
         "STORED {:?} {:?}",
         first,
-        gcs.get(CDN, "media/claims/a").await.map(String::from_utf8)
+        gcs.get(CDN, "media/leases/a").await.map(String::from_utf8)
     );
     let first = first.unwrap();
-    let second = store.put_if("claims/a", "two".into(), 0).await;
+    let second = store.put_if("leases/a", "two".into(), 0).await;
     assert!(matches!(second, Err(StoreError::Changed(_))), "{second:?}");
-    let stale = store.put_if("claims/a", "three".into(), first + 1).await;
+    let stale = store.put_if("leases/a", "three".into(), first + 1).await;
     assert!(matches!(stale, Err(StoreError::Changed(_))), "{stale:?}");
-    let (bytes, version) = store.get_versioned("claims/a").await.unwrap().unwrap();
+    let (bytes, version) = store.get_versioned("leases/a").await.unwrap().unwrap();
     assert_eq!((bytes.as_ref(), version), (&b"one"[..], first));
     let replaced = store
-        .put_if("claims/a", "four".into(), first)
+        .put_if("leases/a", "four".into(), first)
         .await
         .unwrap();
     assert_ne!(replaced, first);

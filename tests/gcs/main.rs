@@ -1,6 +1,6 @@
 //! Cloud Storage end to end against a real emulator (fake-gcs-server on a loopback address):
 //! sources streamed in from an input bucket, HLS and status.json published to a CDN bucket while
-//! the encode runs, transient faults, one encode per video across instances, and resume.
+//! the encode runs, transient faults, and resume.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -9,7 +9,7 @@ mod assembly; // two writers of one run's status.json: no going back
 mod direct; // signed URLs: PUT into the input bucket, finalize event, ready
 mod events; // object events on a prefixed input store; a ready video stays ready
 mod faults; // the emulator stopped mid-job, missing and oversized sources
-mod instances; // two server processes, one trigger; resume from the bucket's status.json
+mod instances; // resume from the bucket's status.json; conditional writes
 mod listing; // a folder of a prefixed store, listed
 mod publish; // upload → CDN bucket, trigger shapes, master before ready
 mod ranged; // sources read in place by ranged reads, never copied into scratch
