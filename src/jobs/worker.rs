@@ -19,6 +19,7 @@ use super::plan::Plan;
 use super::publish;
 use super::request::Engine;
 use super::run::pass_memory;
+use super::scheduler::Grant;
 use super::settle::{failure_key, settle};
 use super::work::{self, Ran, WorkUnit, parts_of};
 use crate::queue::Queue;
@@ -120,8 +121,6 @@ impl Worker {
     async fn run(&self, unit: &WorkUnit) -> Answer {
         let plan = unit.plan(&self.engine);
         let parts = parts_of(&plan);
-        let store = self.output.as_ref();
-        let settings = &self.engine.settings;
         if unit.members.iter().any(|&i| i >= plan.statuses.len()) {
             tracing::warn!("the unit names renditions its plan does not have: dropped");
             return Answer::Done;
@@ -131,50 +130,17 @@ impl Worker {
                        trigger it again";
             return self.give_up(unit, &plan, why).await;
         }
+        let store = self.output.as_ref();
         if work::is_marked(store, unit, &plan).await {
             metrics::counter!("transcoder_work_units_total", "result" => "kept").increment(1);
             return self.settled(unit, &plan, &parts, &[]).await;
         }
-        let info = &unit.source;
-        let encoders = unit
-            .members
-            .iter()
-            .filter(|&&i| plan.videos[i].is_some())
-            .count();
-        let memory = pass_memory(info, &plan, &unit.members);
-        let scheduler = &self.engine.scheduler;
-        // Audio alone costs a few percent of a core: it takes no encoder (as in-process).
-        let grant = match encoders {
-            0 => None,
-            _ => match tokio::time::timeout(
-                self.wait,
-                scheduler.acquire(unit.tier, encoders, memory),
-            )
-            .await
-            {
-                Ok(Ok(grant)) => Some(grant),
-                Ok(Err(why)) => return Answer::Failed(why),
-                Err(_) => {
-                    metrics::counter!("transcoder_work_units_total", "result" => "busy")
-                        .increment(1);
-                    return Answer::Busy(self.wait);
-                }
-            },
+        let (grant, lease) = match self.admit(unit, &plan).await {
+            Ok(held) => held,
+            Err(answer) => return answer,
         };
-        // Taken once there is room, so a unit sent back for want of room has no run counted.
-        let lease_key = self.lease_key(unit);
-        let lease = match lease::take(&self.output, &lease_key, &self.owner, self.lease).await {
-            Ok(Leased::Taken(lease)) => lease,
-            Ok(Leased::Held(left)) => {
-                tracing::info!(
-                    left_seconds = left.as_secs(),
-                    "another instance runs the unit"
-                );
-                return Answer::Busy(left.max(Duration::from_secs(1)));
-            }
-            Err(e) => return Answer::Failed(format!("taking the unit's lease: {e}")),
-        };
-        if let Err(e) = settle(
+        let settings = &self.engine.settings;
+        let begun = settle(
             store,
             &unit.video_id,
             &plan,
@@ -182,8 +148,8 @@ impl Worker {
             &unit.members,
             settings,
         )
-        .await
-        {
+        .await;
+        if let Err(e) = begun {
             tracing::warn!("recording the unit's start: {e}");
         }
         let cancel = self.cancel.child_token();
@@ -220,6 +186,54 @@ impl Worker {
                 lease.release(Some(why.clone())).await;
                 Answer::Failed(why)
             }
+        }
+    }
+
+    /// Room for `unit` here (an encoder and memory, waited for up to `wait`), then its lease;
+    /// or how to answer the delivery instead.
+    async fn admit(
+        &self,
+        unit: &WorkUnit,
+        plan: &Plan,
+    ) -> Result<(Option<Grant>, lease::Lease), Answer> {
+        let encoders = unit
+            .members
+            .iter()
+            .filter(|&&i| plan.videos[i].is_some())
+            .count();
+        let memory = pass_memory(&unit.source, plan, &unit.members);
+        let wait = tokio::time::timeout(
+            self.wait,
+            self.engine.scheduler.acquire(unit.tier, encoders, memory),
+        );
+        // Audio alone costs a few percent of a core: it takes no encoder (as in-process).
+        let grant = match encoders {
+            0 => None,
+            _ => tokio::select! {
+                waited = wait => match waited {
+                    Ok(Ok(grant)) => Some(grant),
+                    Ok(Err(why)) => return Err(Answer::Failed(why)),
+                    Err(_) => {
+                        metrics::counter!("transcoder_work_units_total", "result" => "busy")
+                            .increment(1);
+                        return Err(Answer::Busy(self.wait));
+                    }
+                },
+                () = self.cancel.cancelled() => return Err(Answer::Draining),
+            },
+        };
+        // Taken once there is room, so a unit sent back for want of room has no run counted.
+        let key = self.lease_key(unit);
+        match lease::take(&self.output, &key, &self.owner, self.lease).await {
+            Ok(Leased::Taken(lease)) => Ok((grant, lease)),
+            Ok(Leased::Held(left)) => {
+                tracing::info!(
+                    left_seconds = left.as_secs(),
+                    "another instance runs the unit"
+                );
+                Err(Answer::Busy(left.max(Duration::from_secs(1))))
+            }
+            Err(e) => Err(Answer::Failed(format!("taking the unit's lease: {e}"))),
         }
     }
 

@@ -64,14 +64,26 @@ async fn written_beside(path: &Path, bytes: &[u8]) -> std::io::Result<tempfile::
     Ok(tmp)
 }
 
-/// A local file's version: its modification time in nanoseconds (never 0 for a file that exists).
-async fn version_of(path: &Path) -> Result<Version, StoreError> {
-    let modified = tokio::fs::metadata(path).await?.modified()?;
-    let nanos = modified
+/// A local file's version (never 0 for a file that exists): every write renames a new file
+/// into place, so its inode with its modification time tells writes apart even within the
+/// clock's granularity (a few milliseconds), which the time alone does not.
+fn version_from(meta: &std::fs::Metadata) -> Result<Version, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let nanos = meta
+        .modified()?
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos());
-    Ok(i64::try_from(nanos).unwrap_or(i64::MAX).max(1))
+        .map_or(1, |d| d.as_nanos()) as u64;
+    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ meta.ino();
+    Ok(((mixed >> 1) as i64).max(1))
 }
+
+async fn version_of(path: &Path) -> Result<Version, StoreError> {
+    version_from(&tokio::fs::metadata(path).await?)
+}
+
+/// Serialises conditional replacements across the processes sharing this folder: the check and
+/// the rename happen under one exclusive lock, so of two writers on one version one wins.
+const LOCK: &str = ".put-if.lock";
 
 /// Renames a finished temporary file to `path`.
 fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
@@ -106,11 +118,17 @@ impl Store for LocalStore {
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
-        let path = self.path(key)?;
-        let Some(bytes) = self.get(key).await? else {
-            return Ok(None);
+        use tokio::io::AsyncReadExt;
+        // Bytes and version of the same file, even if another write renames a new one in.
+        let mut file = match tokio::fs::File::open(self.path(key)?).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        Ok(Some((bytes, version_of(&path).await?)))
+        let version = version_from(&file.metadata().await?)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).await?;
+        Ok(Some((bytes.into(), version)))
     }
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
@@ -121,7 +139,8 @@ impl Store for LocalStore {
     }
 
     /// Atomic when the object must be absent (a hard link that fails if the name exists); a
-    /// replacement checks the version first, which is enough for one host's processes.
+    /// replacement checks the version and renames under a lock shared by the folder's
+    /// processes (one host's: the folder is not for several hosts).
     async fn put_if(
         &self,
         key: &str,
@@ -138,9 +157,25 @@ impl Store for LocalStore {
                     _ => e.error.into(),
                 })?;
         } else {
-            match version_of(&path).await {
-                Ok(current) if current == only_if => persist(tmp, &path)?,
-                _ => return Err(changed()),
+            let lock = self.root.join(LOCK);
+            let target = path.clone();
+            let replaced = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(lock)?;
+                lock.lock()?; // released when the file closes
+                match std::fs::metadata(&target).map(|m| version_from(&m)) {
+                    Ok(Ok(current)) if current == only_if => persist(tmp, &target)?,
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+            if !replaced {
+                return Err(changed());
             }
         }
         version_of(&path).await
@@ -243,7 +278,7 @@ impl Store for LocalStore {
                     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     if path.is_dir() {
                         dirs.push(path);
-                    } else if !name.starts_with(".partial-") {
+                    } else if !name.starts_with(".partial-") && name != LOCK {
                         // Writes in progress are not objects yet.
                         let key = path.strip_prefix(&root).expect("under the root");
                         keys.extend(key.to_str().map(str::to_string));

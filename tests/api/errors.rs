@@ -140,11 +140,13 @@ async fn full_queue_answers_429_with_retry_after() {
     assert_busy(&trigger);
     // Checked at the end, so that the rest of the contract is checked either way.
     let busy_uploads = early_answers(&app.api, &big).await;
-    // The refused upload left nothing: only the held job's source and the copied one.
+    // The refused upload left nothing: only the held job's source and record, and the copied
+    // source.
     assert_eq!(
         files_in(&app.input_dir()),
         vec![
             "incoming/other.mp4".to_string(),
+            format!("pending/{held}.json"),
             format!("pending/{held}_clip.mp4")
         ]
     );

@@ -80,7 +80,7 @@ async fn deliveries_for_a_ready_video_never_turn_it_failed() {
     let stored = gcs.list(INPUT, &format!("{INPUT_PREFIX}/pending/")).await;
     let name = stored
         .iter()
-        .find(|n| n.contains(&id))
+        .find(|n| n.contains(&format!("{id}_")))
         .unwrap_or_else(|| panic!("the upload is not in the input bucket: {stored:?}"));
     let before = bucket_status(&gcs, &id).await;
 

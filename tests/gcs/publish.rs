@@ -22,8 +22,12 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
     assert_eq!(status["state"], "ready", "{status:#}");
 
     let sources = gcs.list(INPUT, "pending/").await;
-    assert_eq!(sources, [format!("pending/{id}_holiday_clip.mp4")]);
-    let stored = gcs.get(INPUT, &sources[0]).await.unwrap();
+    // The source, and the upload's record (its metadata, for whoever plans the video).
+    assert_eq!(
+        sources,
+        [format!("pending/{id}.json"), format!("pending/{id}_holiday_clip.mp4")]
+    );
+    let stored = gcs.get(INPUT, &sources[1]).await.unwrap();
     assert_eq!(
         stored,
         std::fs::read(&clip).unwrap(),
