@@ -1,7 +1,8 @@
 //! What in-process mode does at the end of a job, in queue mode: a video queued through the
 //! real emulator and settled unit by unit ends with its poster, storyboard and MP4 download
 //! listed in status.json, and a webhook receiver is told `video.playable` and `video.ready`
-//! once each, also when a finished unit is delivered again and its video settled once more.
+//! once each, also when a finished unit is delivered again and its video settled once more; one
+//! whose planning fails is announced `video.failed`.
 
 use std::time::Duration;
 
@@ -132,4 +133,28 @@ async fn a_queued_video_gets_its_images_download_and_webhooks_once() {
         files_under(&ws.path().join("cdn/webhooks/outbox")).is_empty(),
         "every event delivered"
     );
+}
+
+/// A source that cannot be planned fails in the trigger's request, and that is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_video_that_cannot_be_planned_sends_video_failed() {
+    let ws = Workspace::new("queue_extras_failed");
+    let pubsub = PubSubEmulator::start("vt-extras").await;
+    let topic = pubsub.create_topic("work").await;
+    let hooks = Receiver::start(|_| Answer::Status(204)).await;
+    let server = serve_queued(&ws, &pubsub, &topic, &hooks).await;
+    let garbage = ws.path().join("garbage.mp4");
+    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+    let id = server.api.upload_accepted(&garbage).await;
+    let status = server.api.wait_final(&id).await;
+    assert_eq!(status["state"], "failed", "{status:#}");
+    hooks
+        .wait_until("given failed", |h| h.counts().contains_key("video.failed"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = hooks.received();
+    assert_eq!(received.len(), 1, "{:?}", hooks.counts());
+    verify(&received[0], SECRET).unwrap();
+    assert_eq!(received[0].json["videoId"], id.as_str());
+    assert_eq!(received[0].json["error"], status["error"]);
 }
