@@ -1,8 +1,9 @@
 //! What in-process mode does at the end of a job, in queue mode: a video queued through the
 //! real emulator and settled unit by unit ends with its poster, storyboard and MP4 download
 //! listed in status.json, and a webhook receiver is told `video.playable` and `video.ready`
-//! once each, also when a finished unit is delivered again and its video settled once more; one
-//! whose planning fails is announced `video.failed`.
+//! once each, also when a finished unit is delivered again and its video settled once more (and
+//! that settle finishes what a stopped instance left); one whose planning fails is announced
+//! `video.failed`.
 
 use std::time::Duration;
 
@@ -133,6 +134,35 @@ async fn a_queued_video_gets_its_images_download_and_webhooks_once() {
         files_under(&ws.path().join("cdn/webhooks/outbox")).is_empty(),
         "every event delivered"
     );
+
+    // An instance that stopped between writing `ready` and following it up left status.json
+    // without images or download, and the final event unrecorded: the next settle (a unit
+    // delivered again) makes and sends what it missed, and nothing it did not.
+    let events = video.join("webhooks");
+    for name in files_under(&events) {
+        if std::fs::read_to_string(events.join(&name)).unwrap() == "video.ready" {
+            std::fs::remove_file(events.join(&name)).unwrap();
+        }
+    }
+    let key = video.join("status.json");
+    let mut stripped: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    for field in ["images", "download"] {
+        stripped.as_object_mut().unwrap().remove(field);
+    }
+    std::fs::write(&key, serde_json::to_vec_pretty(&stripped).unwrap()).unwrap();
+    std::fs::remove_file(video.join("images/poster.jpg")).unwrap();
+    pubsub.publish(&topic, &again.data, &attributes).await;
+    server
+        .api
+        .wait_for(&id, |s| !s["images"].is_null() && !s["download"].is_null())
+        .await;
+    assert!(video.join("images/poster.jpg").exists());
+    hooks
+        .wait_until("given ready again", |h| {
+            h.counts().get("video.ready") == Some(&2)
+        })
+        .await;
+    assert_eq!(hooks.counts().get("video.playable"), Some(&1));
 }
 
 /// A source that cannot be planned fails in the trigger's request, and that is announced.
