@@ -83,6 +83,7 @@ pub async fn serve(
                 Duration::from_secs(settings.queue.work_lease_seconds),
                 Duration::from_secs(settings.queue.work_wait_seconds),
                 Some(queue.clone()),
+                webhooks.clone(),
             ),
             queue,
         }),

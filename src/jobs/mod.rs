@@ -23,6 +23,7 @@ pub mod run;
 pub mod scheduler;
 pub mod scratch;
 pub mod settle;
+mod settled;
 pub mod status;
 pub mod tracker;
 mod units;

@@ -21,9 +21,11 @@ use super::request::Engine;
 use super::run::pass_memory;
 use super::scheduler::Grant;
 use super::settle::{failure_key, settle};
+use super::settled::FollowUp;
 use super::work::{self, Ran, WorkUnit, parts_of};
 use crate::queue::Queue;
 use crate::storage::Store;
+use crate::webhooks::Webhooks;
 
 /// Runs of a unit that end in an error or a stopped instance before the dead-letter recorder
 /// fails it; with fewer it is queued again.
@@ -54,6 +56,8 @@ pub struct Worker {
     running: Mutex<HashMap<String, watch::Receiver<Option<Answer>>>>,
     /// Where a dead-lettered unit that never ran goes back to.
     queue: Option<Arc<Queue>>,
+    /// Told of the changes this instance's settles make (playable, ended).
+    webhooks: Option<Arc<Webhooks>>,
     cancel: CancellationToken,
     draining: AtomicBool,
     tasks: TaskTracker,
@@ -67,9 +71,11 @@ impl Worker {
         lease: Duration,
         wait: Duration,
         queue: Option<Arc<Queue>>,
+        webhooks: Option<Arc<Webhooks>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             queue,
+            webhooks,
             engine,
             input,
             output,
@@ -258,6 +264,7 @@ impl Worker {
         .await
         {
             Ok(status) => {
+                let status = self.follow_up().settled(unit, status).await;
                 tracing::info!(state = status.state.as_str(), "video settled");
                 Answer::Done
             }
@@ -324,6 +331,15 @@ impl Worker {
                 Answer::Done
             }
             Err(why) => Answer::Failed(format!("queueing the unit again: {why}")),
+        }
+    }
+
+    fn follow_up(&self) -> FollowUp<'_> {
+        FollowUp {
+            engine: &self.engine,
+            input: &self.input,
+            output: &self.output,
+            webhooks: self.webhooks.as_ref(),
         }
     }
 

@@ -96,7 +96,7 @@ impl Event {
 
 /// The event's id: a UUID v5 of the video, the event type and when this run of the job was
 /// queued. The same for a re-sent event, another for the next run of the same video.
-fn event_id(kind: EventType, status: &JobStatus) -> uuid::Uuid {
+pub(super) fn event_id(kind: EventType, status: &JobStatus) -> uuid::Uuid {
     let name = format!(
         "video-transcoder/webhook/{}/{}/{}",
         status.video_id,

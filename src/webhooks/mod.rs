@@ -31,7 +31,7 @@ pub use outbox::{Entry, FOLDER as OUTBOX, GIVE_UP_AFTER, delay};
 
 use crate::config::WebhookSettings;
 use crate::jobs::JobStatus;
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 
 /// The longest the loop sleeps before looking at the outbox again (entries other instances
 /// wrote, or whose attempt an instance began and never finished).
@@ -139,9 +139,38 @@ impl Webhooks {
         }
     }
 
-    /// Puts the `kind` event of `status` in the outbox for each receiver and makes its first
-    /// attempt, in the background.
+    /// [`Webhooks::enqueue`] in the background: a job never waits for its events.
     fn emit(self: &Arc<Self>, kind: EventType, status: &JobStatus) {
+        let (hooks, status) = (self.clone(), status.clone());
+        self.tasks
+            .spawn(async move { hooks.enqueue(kind, &status).await }.in_current_span());
+    }
+
+    /// [`Webhooks::enqueue`] once whoever calls it, whenever: only the caller that creates the
+    /// event's record (`videos/<id>/webhooks/<event-id>`, kept after delivery, unlike the
+    /// outbox entry) enqueues it. Queue mode announces from what status.json says on any
+    /// instance, each time it settles a video, so this is what keeps it to one event.
+    pub async fn enqueue_once(self: &Arc<Self>, kind: EventType, status: &JobStatus) {
+        let key = format!(
+            "videos/{}/webhooks/{}",
+            status.video_id,
+            event::event_id(kind, status)
+        );
+        let record = bytes::Bytes::from_static(kind.as_str().as_bytes());
+        match self.store.put_if(&key, record, 0).await {
+            Ok(_) => self.enqueue(kind, status).await,
+            Err(StoreError::Changed(_)) => {}
+            Err(e) => tracing::error!(
+                event = kind.as_str(),
+                "webhook event not recorded, so not sent: {e}"
+            ),
+        }
+    }
+
+    /// Puts the `kind` event of `status` in the outbox for each receiver, returning once it is
+    /// written, and makes its first attempt in the background. An event already in the outbox
+    /// (same id) is left as it is.
+    async fn enqueue(self: &Arc<Self>, kind: EventType, status: &JobStatus) {
         let event = Event::new(kind, status, &self.public_base);
         let body = serde_json::to_string(&event).expect("an event serialises");
         for url in &self.targets {
@@ -154,21 +183,19 @@ impl Webhooks {
                 attempts: 0,
                 next_attempt: event.created,
             };
-            let hooks = self.clone();
-            self.tasks.spawn(
-                async move {
-                    match outbox::add(hooks.store.as_ref(), &mut entry, hooks.retry_base).await {
-                        Ok(true) => hooks.attempt(entry).await,
-                        Ok(false) => {}
-                        Err(e) => tracing::error!(
-                            event_id = %entry.event_id,
-                            event = %entry.kind,
-                            "webhook event not written to the outbox, so not sent: {e}"
-                        ),
-                    }
+            match outbox::add(self.store.as_ref(), &mut entry, self.retry_base).await {
+                Ok(true) => {
+                    let hooks = self.clone();
+                    self.tasks
+                        .spawn(async move { hooks.attempt(entry).await }.in_current_span());
                 }
-                .in_current_span(),
-            );
+                Ok(false) => {}
+                Err(e) => tracing::error!(
+                    event_id = %entry.event_id,
+                    event = %entry.kind,
+                    "webhook event not written to the outbox, so not sent: {e}"
+                ),
+            }
         }
     }
 

@@ -1,13 +1,17 @@
 //! Queue mode's parts against a real Pub/Sub emulator (gcloud's, on the machine image): the
-//! test harness itself (emulator, push and dead-letter topics, the round-robin proxy) and the
-//! service's publisher.
+//! test harness itself (emulator, push and dead-letter topics, the round-robin proxy), the
+//! service's publisher, and what a queued video gets once settled (images, download, webhooks).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod cluster; // the emulator, services sharing one output folder, and the proxy before them
+mod extras; // a queued video's images, download and webhooks
 mod harness; // the emulator's push, retry and dead-letter topic; the proxy's round robin
 mod publisher; // the service's Publisher: pushed to a handler, retries, gives up
+#[allow(dead_code)] // the webhook tests' receiver; these tests use part of it
+#[path = "../webhooks/receiver.rs"]
+mod receiver;
 mod service; // queue mode end to end: units on two instances, kill, stop, storm, poison, load
 
 use std::sync::{Arc, Mutex};

@@ -318,7 +318,13 @@ async fn a_unit_that_always_fails_is_dead_lettered_and_its_video_ends_partial() 
 async fn two_hundred_short_jobs_drain_with_429s_none_lost_none_duplicated() {
     const JOBS: usize = 200;
     // No waiting for a free encoder: a second unit at an instance is answered 429 at once.
-    let env = [("LADDER", "144:200"), ("WORK_WAIT_SECONDS", "0")];
+    // No images or download: they run after the encoder is free and would hide the 429s.
+    let env = [
+        ("LADDER", "144:200"),
+        ("WORK_WAIT_SECONDS", "0"),
+        ("IMAGES", "none"),
+        ("DOWNLOAD_RENDITION", "none"),
+    ];
     let cluster = Cluster::start("queue-load", 2, &env, false).await;
     let clip = cluster.ws.clip("source.mp4", 256, 144, 2.0, true);
     cluster.put_input("short.mp4", &clip);

@@ -14,6 +14,7 @@ use crate::jobs::settle::update_status;
 use crate::jobs::status::{JobState, JobStatus};
 use crate::jobs::work;
 use crate::storage::{Store, StoreError};
+use crate::webhooks::EventType;
 
 impl Jobs {
     pub(super) async fn plan_queued(
@@ -68,6 +69,9 @@ impl Jobs {
                 failed.error = Some(why);
                 failed.timestamps.finished = Some(Utc::now());
                 publish::write_status(store, &failed).await;
+                if let Some(hooks) = &self.webhooks {
+                    hooks.enqueue_once(EventType::Failed, &failed).await;
+                }
                 return Ok(Admitted::New(failed));
             }
         };
