@@ -96,6 +96,9 @@ impl PendingUpload {
     /// bucket event must wait: the upload's plan carries the uploader's metadata, and a refused
     /// upload deletes the object the event would read. `None` once it has let go (or died).
     pub async fn receiving(state: &AppState, video_id: &str, key: &str) -> Option<u64> {
+        if !key.starts_with(&format!("pending/{video_id}_")) {
+            return None; // not an upload's object: nothing to read
+        }
         let record = state.input.get(&Self::key_of(video_id)).await.ok()??;
         let pending: PendingUpload = serde_json::from_slice(&record).ok()?;
         let left = pending.expires.saturating_sub(now_unix());

@@ -25,7 +25,10 @@ async fn upload_lands_in_the_input_bucket_and_plays_from_the_cdn_bucket() {
     // The source, and the upload's record (its metadata, for whoever plans the video).
     assert_eq!(
         sources,
-        [format!("pending/{id}.json"), format!("pending/{id}_holiday_clip.mp4")]
+        [
+            format!("pending/{id}.json"),
+            format!("pending/{id}_holiday_clip.mp4")
+        ]
     );
     let stored = gcs.get(INPUT, &sources[1]).await.unwrap();
     assert_eq!(

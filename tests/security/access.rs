@@ -218,7 +218,8 @@ async fn upload_takes_the_upload_token_or_an_allowed_id_token() {
         assert_eq!(answer.code, 202, "{:?}", answer.body);
         accepted.push(answer.body["videoId"].as_str().unwrap().to_string());
     }
-    assert_eq!(files_under(&app.input_dir()).len(), 2);
+    // Each upload's source and its record.
+    assert_eq!(files_under(&app.input_dir()).len(), 4);
     for id in &accepted {
         assert_eq!(api.get(&format!("/video-status/{id}")).await.code, 200);
     }

@@ -259,7 +259,7 @@ async fn odd_file_names_and_metadata_are_refused_or_made_safe() {
         let id = answer.body["videoId"].as_str().unwrap();
         let stored: Vec<String> = files_under(&app.input_dir())
             .into_iter()
-            .filter(|f| f.contains(id))
+            .filter(|f| f.contains(&format!("{id}_"))) // not the upload's record, `<id>.json`
             .collect();
         assert_eq!(stored.len(), 1, "{shown}: {stored:?}");
         let name = stored[0]
