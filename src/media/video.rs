@@ -1,6 +1,7 @@
 //! One video rendition: scale shared frames to its size and encode them with libx264 into HLS.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::ValueEnum;
 use ffmpeg_next::{self as ff, Dictionary, Packet, Rational, codec, format, frame, software};
@@ -69,7 +70,6 @@ const CRF_BUFFER_SECONDS: f64 = 2.0;
 struct Open {
     /// First, so it drops first: reads the pass's CPU clocks before libx264 joins its threads.
     _cpu: super::cpu::CheckpointOnDrop,
-    scaler: Option<software::scaling::Context>,
     encoder: ff::encoder::Video,
     output: HlsOutput,
 }
@@ -78,6 +78,8 @@ pub struct RenditionEncoder {
     rendition: VideoRendition,
     dir: PathBuf,
     settings: VideoSettings,
+    /// Built on the first frame that is not already this rendition's size and format.
+    scaler: Option<software::scaling::Context>,
     open: Option<Open>,
     codecs: Option<String>,
 }
@@ -88,32 +90,45 @@ impl RenditionEncoder {
             rendition,
             dir,
             settings,
+            scaler: None,
             open: None,
             codecs: None,
         }
     }
 
-    /// Scales and encodes one frame whose pts is in 1/fps units.
-    pub fn push(&mut self, source: &frame::Video) -> Result<(), MediaError> {
-        if self.open.is_none() {
-            self.open = Some(self.start(source)?);
-        }
+    /// `source` at this rendition's size in YUV 4:2:0 (`source` itself when it already is),
+    /// with its pts and colour tags: what this rendition encodes, and what a smaller rendition
+    /// of the pass scales its own frames from (see `media::pass`).
+    pub fn picture(&mut self, source: &Arc<frame::Video>) -> Result<Arc<frame::Video>, MediaError> {
         let (w, h) = (self.rendition.width, self.rendition.height);
-        let open = self.open.as_mut().expect("opened above");
-        let mut scaled;
-        let picture = match &mut open.scaler {
-            Some(scaler) => {
-                scaled = frame::Video::new(format::Pixel::YUV420P, w, h);
-                if scaler.run(source, &mut scaled).is_err() {
-                    // The source changed size or format mid-stream: rebuild the scaler.
-                    *scaler = scaler_for(source, w, h)?;
-                    scaler.run(source, &mut scaled).map_err(encode_error)?;
-                }
-                scaled.set_pts(source.pts());
-                &scaled
-            }
-            None => source,
+        let fits = source.width() == w && source.height() == h;
+        if fits && source.format() == format::Pixel::YUV420P {
+            return Ok(source.clone());
+        }
+        let mut scaled = frame::Video::new(format::Pixel::YUV420P, w, h);
+        let scaler = match &mut self.scaler {
+            Some(scaler) => scaler,
+            None => self.scaler.insert(scaler_for(source, w, h)?),
         };
+        if scaler.run(source, &mut scaled).is_err() {
+            // The source changed size or format mid-stream: rebuild the scaler.
+            *scaler = scaler_for(source, w, h)?;
+            scaler.run(source, &mut scaled).map_err(encode_error)?;
+        }
+        scaled.set_pts(source.pts());
+        scaled.set_color_space(source.color_space());
+        scaled.set_color_primaries(source.color_primaries());
+        scaled.set_color_transfer_characteristic(source.color_transfer_characteristic());
+        scaled.set_color_range(ff::color::Range::MPEG);
+        Ok(Arc::new(scaled))
+    }
+
+    /// Encodes one frame of this rendition's size (from [`Self::picture`]).
+    pub fn encode(&mut self, picture: &frame::Video) -> Result<(), MediaError> {
+        if self.open.is_none() {
+            self.open = Some(self.start(picture)?);
+        }
+        let open = self.open.as_mut().expect("opened above");
         open.encoder.send_frame(picture).map_err(encode_error)?;
         drain(open, self.settings.fps)
     }
@@ -136,12 +151,6 @@ impl RenditionEncoder {
 
     fn start(&mut self, first: &frame::Video) -> Result<Open, MediaError> {
         let (w, h) = (self.rendition.width, self.rendition.height);
-        let same = first.width() == w && first.height() == h;
-        let scaler = if same && first.format() == format::Pixel::YUV420P {
-            None
-        } else {
-            Some(scaler_for(first, w, h)?)
-        };
         let codec = ff::encoder::find_by_name("libx264")
             .ok_or_else(|| MediaError::Encode("libx264 is not available".into()))?;
         let mut encoder = codec::context::Context::new_with_codec(codec)
@@ -199,7 +208,6 @@ impl RenditionEncoder {
         let output = HlsOutput::create(&self.dir, &self.settings.segmenting, &encoder, time_base)?;
         Ok(Open {
             _cpu: super::cpu::CheckpointOnDrop,
-            scaler,
             encoder,
             output,
         })
