@@ -81,9 +81,7 @@ async fn version_of(path: &Path) -> Result<Version, StoreError> {
     version_from(&tokio::fs::metadata(path).await?)
 }
 
-/// Serialises conditional replacements across the processes sharing this folder: the check and
-/// the rename happen under one exclusive lock, so of two writers on one version one wins.
-const LOCK: &str = ".put-if.lock";
+
 
 /// Renames a finished temporary file to `path`.
 fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
@@ -157,15 +155,13 @@ impl Store for LocalStore {
                     _ => e.error.into(),
                 })?;
         } else {
-            let lock = self.root.join(LOCK);
             let target = path.clone();
+            // The check and the rename happen under an exclusive lock on the object's folder,
+            // shared by every process using this store: of two writers on one version, one wins.
             let replaced = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-                let lock = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(lock)?;
-                lock.lock()?; // released when the file closes
+                let folder = target.parent().expect("an object lies in a folder");
+                let lock = std::fs::File::open(folder)?;
+                lock.lock()?; // released when the handle closes
                 match std::fs::metadata(&target).map(|m| version_from(&m)) {
                     Ok(Ok(current)) if current == only_if => persist(tmp, &target)?,
                     _ => return Ok(false),
@@ -278,7 +274,7 @@ impl Store for LocalStore {
                     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     if path.is_dir() {
                         dirs.push(path);
-                    } else if !name.starts_with(".partial-") && name != LOCK {
+                    } else if !name.starts_with(".partial-") {
                         // Writes in progress are not objects yet.
                         let key = path.strip_prefix(&root).expect("under the root");
                         keys.extend(key.to_str().map(str::to_string));
