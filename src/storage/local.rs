@@ -81,8 +81,6 @@ async fn version_of(path: &Path) -> Result<Version, StoreError> {
     version_from(&tokio::fs::metadata(path).await?)
 }
 
-
-
 /// Renames a finished temporary file to `path`.
 fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
     tmp.persist(path).map(|_| ()).map_err(|e| e.error)
