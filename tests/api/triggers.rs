@@ -171,6 +171,11 @@ async fn a_job_claims_nothing_beside_its_status() {
     assert_eq!(accepted.code, 202, "{:?}", accepted.body);
     wait_held(&app.api, "unclaimed").await;
     let folder = app.cdn_dir().join("videos/unclaimed");
+    // The live status is ahead of status.json's first write by a moment.
+    let started = std::time::Instant::now();
+    while !folder.join("status.json").exists() && started.elapsed().as_secs() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(files_under(&folder), ["status.json"], "only status.json");
     app.release_encodes();
     assert_eq!(app.api.wait_final("unclaimed").await["state"], "ready");
