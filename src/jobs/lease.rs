@@ -59,20 +59,27 @@ pub enum Leased {
     Held(Duration),
 }
 
-fn expiry(ttl: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
-}
-
-async fn read(store: &dyn Store, key: &str) -> Result<Option<(Record, Version)>, StoreError> {
-    Ok(store.get_versioned(key).await?.map(|(bytes, version)| {
-        let record = serde_json::from_slice(&bytes).unwrap_or(Record {
+impl Record {
+    /// No holder and no history: a unit never leased (or a record that does not parse).
+    fn vacant() -> Self {
+        Self {
             owner: String::new(),
             expires: DateTime::UNIX_EPOCH,
             last_error: None,
             failures: 0,
             crashes: 0,
             released: true,
-        });
+        }
+    }
+}
+
+fn expiry(ttl: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+async fn read(store: &dyn Store, key: &str) -> Result<Option<(Record, Version)>, StoreError> {
+    Ok(store.get_versioned(key).await?.map(|(bytes, version)| {
+        let record = serde_json::from_slice(&bytes).unwrap_or_else(|_| Record::vacant());
         (record, version)
     }))
 }
@@ -91,17 +98,7 @@ pub async fn take(
                 return Ok(Leased::Held(left));
             }
             Some((held, version)) => (held, version),
-            None => (
-                Record {
-                    owner: String::new(),
-                    expires: DateTime::UNIX_EPOCH,
-                    last_error: None,
-                    failures: 0,
-                    crashes: 0,
-                    released: true,
-                },
-                0,
-            ),
+            None => (Record::vacant(), 0),
         };
         if !record.released && record.owner != owner {
             record.crashes += 1; // its holder never said how the run ended

@@ -330,6 +330,28 @@ fn held_upload(
     (reqwest::Body::wrap_stream(stream), boundary, go)
 }
 
+/// Starts `POST /upload` of a multipart `body` in its own task; its answer when joined.
+fn send_upload(
+    app: &TestApp,
+    body: reqwest::Body,
+    boundary: String,
+) -> tokio::task::JoinHandle<Answer> {
+    let url = app.api.url("/upload");
+    tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Answer::read(response).await
+    })
+}
+
 /// The object's own finalize event, as Pub/Sub pushes it.
 async fn finalize_event(app: &TestApp, key: &str) -> Answer {
     let object = gcs_object("uploads", key, "1");
@@ -360,20 +382,7 @@ async fn an_uploads_own_bucket_event_waits_for_it_and_keeps_its_metadata() {
     let metadata = "Content-Disposition: form-data; name=\"metadata\"\r\n\r\n\
                     {\"title\": \"Race\"}\r\n";
     let (body, boundary, go) = held_upload(&clip, metadata);
-    let url = app.api.url("/upload");
-    let upload = tokio::spawn(async move {
-        let response = reqwest::Client::new()
-            .post(url)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        Answer::read(response).await
-    });
+    let upload = send_upload(&app, body, boundary);
 
     // The object is stored, the upload not yet queued: its event must wait, not plan.
     let key = stored_key(&app).await;
@@ -408,20 +417,7 @@ async fn a_refused_uploads_event_finds_nothing_to_make() {
     let app = spawn_app(&[]).await;
     let unknown = "Content-Disposition: form-data; name=\"extra\"\r\n\r\nx\r\n";
     let (body, boundary, go) = held_upload(&clip, unknown);
-    let url = app.api.url("/upload");
-    let upload = tokio::spawn(async move {
-        let response = reqwest::Client::new()
-            .post(url)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        Answer::read(response).await
-    });
+    let upload = send_upload(&app, body, boundary);
     let key = stored_key(&app).await;
     go.send(()).unwrap();
     assert_eq!(upload.await.unwrap().code, 400);

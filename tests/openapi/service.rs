@@ -117,7 +117,7 @@ async fn the_service_serves_the_document_and_answers_as_documented() {
     let input_path = std::fs::read_dir(ws.path().join("input/pending"))
         .unwrap()
         .map(|e| format!("pending/{}", e.unwrap().file_name().to_string_lossy()))
-        .find(|name| name.contains(&id))
+        .find(|name| name.contains(&format!("{id}_"))) // not its record, `<id>.json`
         .expect("the stored upload");
     let again = api.trigger(&json!({"inputPath": input_path}), &[]).await;
     assert_eq!(again.code, 200, "{:?}", again.body);
