@@ -6,11 +6,11 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::jobs::worker::{Answer, Worker};
 use crate::queue::envelope::unit_of;
 
@@ -46,7 +46,7 @@ fn queued(state: &AppState) -> Option<&std::sync::Arc<Worker>> {
 
 fn not_queued() -> Response {
     let why = "this service runs jobs in process (WORK_TOPIC is not set): it takes no units";
-    (StatusCode::NOT_FOUND, Json(json!({"error": why}))).into_response()
+    ApiError::NotFound(why.into()).into_response()
 }
 
 /// 200 `{"ignored": why}`: a delivery that is not a unit is acknowledged, never retried.
@@ -58,24 +58,16 @@ fn ignored(why: String) -> Response {
 fn answer(answer: Answer) -> Response {
     match answer {
         Answer::Done => StatusCode::NO_CONTENT.into_response(),
-        Answer::Busy(after) => {
-            let seconds = after.as_secs().max(1).to_string();
-            let body = Json(json!({"error": "no room for the unit here now; retry later"}));
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, seconds)],
-                body,
-            )
-                .into_response()
+        Answer::Busy(after) => ApiError::Busy {
+            message: "no room for the unit here now; retry later".into(),
+            retry_after: after.as_secs().max(1),
         }
+        .into_response(),
         Answer::Draining => {
-            let body = Json(json!({"error": "the instance is shutting down; retry elsewhere"}));
-            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+            let why = "the instance is shutting down; retry elsewhere";
+            ApiError::Unavailable(why.into()).into_response()
         }
-        Answer::Failed(why) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": why})),
-        )
-            .into_response(),
+        // The reason is logged and kept in the unit's lease for the dead-letter recorder.
+        Answer::Failed(why) => ApiError::Unexpected(anyhow::anyhow!(why)).into_response(),
     }
 }
