@@ -4,19 +4,29 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use video_transcoder::media::RateControl;
 use video_transcoder::media::filters::output_frame_rate;
 use video_transcoder::media::input::Origin;
 use video_transcoder::media::ladder::{Ladder, select};
-use video_transcoder::media::mux::{SegmentType, Segmenting};
+use video_transcoder::media::mux::{SegmentSink, SegmentType, Segmenting};
 use video_transcoder::media::pass::{self, FrameRange, PassSpec, VideoTarget};
 use video_transcoder::media::{self, source};
 
 fn encode(clip: &Path, out: &Path, kind: SegmentType, frames: Option<FrameRange>) {
+    encode_with(clip, out, kind, frames, None);
+}
+
+fn encode_with(
+    clip: &Path,
+    out: &Path,
+    kind: SegmentType,
+    frames: Option<FrameRange>,
+    on_segment: Option<SegmentSink>,
+) {
     let info = source::probe(
         clip,
         source::Limits {
@@ -43,7 +53,7 @@ fn encode(clip: &Path, out: &Path, kind: SegmentType, frames: Option<FrameRange>
             kind,
             seconds: 4,
             part: None,
-            on_segment: None,
+            on_segment,
         },
         audio_kbps: 128,
         encoder_threads: 0,
@@ -169,4 +179,45 @@ fn ts_parts_continue_the_timestamps() {
             b.start()
         );
     }
+}
+
+/// Parts of a rendition run at once in one folder: a part hands over for early publishing only
+/// its own files, each once complete, even while the next part's first segment is being
+/// written beside them.
+#[test]
+fn a_part_hands_over_only_its_own_finished_segments() {
+    media::init().unwrap();
+    let ws = Workspace::new("chunk_handover");
+    let clip = clip(&ws);
+    let dir = ws.subdir("parts");
+    // Part 1's first segment, still being written (part 0 makes seg_00000 and seg_00001).
+    let neighbour = dir.join("seg_00002.m4s");
+    std::fs::write(&neighbour, b"part 1, half written").unwrap();
+    let told: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let sink: SegmentSink = {
+        let told = told.clone();
+        Arc::new(move |path: &Path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let size = std::fs::metadata(path).unwrap().len();
+            told.lock().unwrap().push((name, size));
+        })
+    };
+    let (start, end) = CHUNKS[0];
+    let range = FrameRange {
+        index: 0,
+        start,
+        end,
+    };
+    encode_with(&clip, &dir, SegmentType::Fmp4, Some(range), Some(sink));
+    let told = told.lock().unwrap().clone();
+    let names: Vec<&str> = told.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["init.mp4", "seg_00000.m4s", "seg_00001.m4s"]);
+    for (name, size) in &told {
+        assert_eq!(
+            *size,
+            std::fs::metadata(dir.join(name)).unwrap().len(),
+            "{name} was handed over before it was complete"
+        );
+    }
+    assert_eq!(std::fs::read(&neighbour).unwrap(), b"part 1, half written");
 }

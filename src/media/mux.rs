@@ -58,6 +58,9 @@ impl std::fmt::Debug for Segmenting {
 pub struct Part {
     pub index: u32,
     pub first_segment: u32,
+    /// One past the part's last segment: the parts of a rendition share its folder, so a
+    /// segment from there on is another part's, possibly still being written.
+    pub end_segment: u32,
     /// Added to the video timestamps (in the encoder's time base): libx264's reorder delay,
     /// which makes part 0's first decode time 0 as the muxer's own shift would (that one is
     /// taken from each muxer's first packet, so parts would not join); 0 for fMP4 parts after
@@ -205,10 +208,12 @@ impl HlsOutput {
         let Some(on_segment) = &self.on_segment else {
             return;
         };
-        while self
-            .dir
-            .join(segment_name(self.kind, self.next_segment + 1))
-            .exists()
+        let end = self.part.map_or(u32::MAX, |p| p.end_segment);
+        while self.next_segment + 1 < end
+            && self
+                .dir
+                .join(segment_name(self.kind, self.next_segment + 1))
+                .exists()
         {
             let init = self.dir.join(INIT_SEGMENT);
             let first = self.part.map_or(0, |p| p.first_segment);
@@ -244,7 +249,8 @@ impl HlsOutput {
             self.hand_over_finished();
             let last = self.dir.join(segment_name(self.kind, self.next_segment));
             let init = self.dir.join(INIT_SEGMENT);
-            if let (Some(on_segment), true) = (&self.on_segment, last.exists()) {
+            let own = self.part.is_some_and(|p| self.next_segment < p.end_segment);
+            if let (Some(on_segment), true) = (&self.on_segment, own && last.exists()) {
                 let first = self
                     .part
                     .is_some_and(|p| p.index == 0 && p.first_segment == self.next_segment);

@@ -194,10 +194,12 @@ fn run_inner(spec: &PassSpec, meter: &Arc<PassCpu>) -> Result<PassOutcome, Media
     }
 
     let mut segmenting = spec.segmenting.clone();
+    let per_segment = u64::from(segment_frames(spec.fps, segmenting.seconds));
     segmenting.part = spec.frames.map(|range| Part {
         index: range.index,
-        first_segment: (range.start / u64::from(segment_frames(spec.fps, segmenting.seconds)))
-            as u32,
+        first_segment: (range.start / per_segment) as u32,
+        // The last part's end is open (`u64::MAX`).
+        end_segment: u32::try_from(range.end.div_ceil(per_segment)).unwrap_or(u32::MAX),
         // fMP4 parts after the first take their fragments' decode time (tfdt) from their
         // first presentation time (the mov muxer's `frag_discont` with an edit list), which
         // is the frame's place on the timeline unshifted.
