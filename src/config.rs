@@ -46,9 +46,9 @@ pub struct TranscodeSettings {
     pub max_parallel_encodes: u32,
 
     /// How many times the source is decoded: once per tier (lowest first, so the low rungs
-    /// get the pool first), once for all renditions (least CPU; each rendition still enters
-    /// the master with its first segments), or `auto`:
-    /// once for all when the pool can run every rendition at the same time.
+    /// get the pool first), once for all renditions (least CPU; the ≤480p renditions' first
+    /// segment is encoded alone first, so they are playable early), or `auto`: once for all
+    /// when the pool is idle (no encode running or waiting) and the memory holds every encoder.
     #[arg(long, env = "DECODE_PLAN", value_enum, default_value = "auto")]
     pub decode_plan: DecodePlan,
 

@@ -31,7 +31,7 @@ pub struct Plan {
     /// not fit in one master with these (status.json keeps it for the next run to compare).
     pub encoding: String,
     /// Output frames per video segment.
-    segment_frames: u64,
+    pub(super) segment_frames: u64,
     /// `CHUNK_SECONDS` (see [`default_chunk_seconds`] when unset).
     chunk_seconds: Option<u32>,
 }
@@ -100,36 +100,41 @@ impl Plan {
         }
     }
 
-    /// The time chunks the video renditions of a pass at `tier` are made in: whole segments
-    /// each, covering every output frame; one chunk (`None`: the whole length) when the video
-    /// fits in one or chunking is off.
-    pub fn chunks(&self, tier: Tier) -> Vec<Option<FrameRange>> {
-        let total = self
-            .statuses
+    /// Output frames of every video rendition (0 without video).
+    pub(super) fn video_frames(&self) -> u64 {
+        self.statuses
             .iter()
             .find(|s| s.kind == RenditionKind::Video)
-            .map_or(0, |s| s.frames_expected);
+            .map_or(0, |s| s.frames_expected)
+    }
+
+    /// The time chunks the video renditions of a pass at `tier` are made in: whole segments
+    /// each, covering every output frame; one chunk (`None`: the whole length) when the video
+    /// fits in one or chunking is off. With `lead`, the first chunk is one segment long (see
+    /// [`Plan::units`]).
+    pub fn chunks(&self, tier: Tier, lead: bool) -> Vec<Option<FrameRange>> {
+        let total = self.video_frames();
         let seconds = self
             .chunk_seconds
             .unwrap_or_else(|| default_chunk_seconds(tier));
         let segment_seconds = self.segment_frames as f64 / f64::from(self.fps);
         let segments = (f64::from(seconds) / segment_seconds).round().max(1.0) as u64;
         let size = segments * self.segment_frames;
-        if seconds == 0 || total <= size {
+        let first = if lead { self.segment_frames } else { size };
+        if seconds == 0 || total <= first {
             return vec![None];
         }
-        let count = total.div_ceil(size);
+        let starts: Vec<u64> = std::iter::once(0)
+            .chain((first..total).step_by(size as usize))
+            .collect();
+        let count = starts.len();
         (0..count)
             .map(|k| {
                 Some(FrameRange {
                     index: k as u32,
-                    start: k * size,
+                    start: starts[k],
                     // The last runs to the end of the source, as a single run does.
-                    end: if k + 1 == count {
-                        u64::MAX
-                    } else {
-                        (k + 1) * size
-                    },
+                    end: starts.get(k + 1).copied().unwrap_or(u64::MAX),
                 })
             })
             .collect()
@@ -393,5 +398,58 @@ mod tests {
         let plan = Plan::new(&audio_only, &TranscodeSettings::default());
         assert_eq!(plan.passes(false), [vec![0]]);
         assert_eq!(plan.video_count(), 0);
+    }
+
+    #[test]
+    fn a_merged_pass_leads_with_one_segment_of_the_first_tier() {
+        let mut settings = TranscodeSettings::default();
+        let plan = Plan::new(&source(1920, 1080, true), &settings);
+        // 10 s at 25 fps, segments of 100 frames.
+        type Span = (Vec<String>, Option<(u64, u64)>, u32);
+        let spans = |plan: &Plan| -> Vec<Span> {
+            let span = |u: &crate::jobs::units::Unit| {
+                let range = u.range.map(|r| (r.start, r.end));
+                (names(plan, &u.members), range, u.parts)
+            };
+            plan.units(true).iter().map(span).collect()
+        };
+        let low = ["144p", "240p", "360p", "480p"].map(String::from).to_vec();
+        let high = ["720p", "1080p"].map(String::from).to_vec();
+        let all = [low.clone(), high.clone()].concat();
+        assert_eq!(
+            spans(&plan),
+            [
+                (low.clone(), Some((0, 100)), 2),
+                (vec!["audio".to_string()], None, 1),
+                (high.clone(), Some((0, 100)), 2),
+                (all, Some((100, u64::MAX)), 2),
+            ]
+        );
+        assert_eq!(plan.units(true)[2].tier, Tier::Critical, "before the rest");
+        // Per tier, no lead: one unit per tier, the audio in the first.
+        assert_eq!(plan.units(false).len(), 2);
+        assert!(plan.units(false).iter().all(|u| u.range.is_none()));
+        // Chunking off: no lead either.
+        settings.chunk_seconds = Some(0);
+        let plan = Plan::new(&source(1920, 1080, true), &settings);
+        assert_eq!(plan.units(true).len(), 1);
+        // Every rendition in one tier: nothing to lead.
+        let plan = Plan::new(&source(640, 360, true), &TranscodeSettings::default());
+        assert_eq!(plan.units(true).len(), 1);
+        // One segment long: the lowest tier with the audio, then the rest in one decode.
+        let mut short = source(2560, 1440, true);
+        short.duration_seconds = 3.0;
+        short.video.as_mut().unwrap().duration_seconds = 3.0;
+        let plan = Plan::new(&short, &TranscodeSettings::default());
+        assert_eq!(
+            spans(&plan)
+                .into_iter()
+                .map(|(names, range, _)| (names, range))
+                .collect::<Vec<_>>(),
+            [
+                ([low, vec!["audio".to_string()]].concat(), None),
+                ([high, vec!["1440p".to_string()]].concat(), None),
+            ]
+        );
     }
 }

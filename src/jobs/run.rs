@@ -246,8 +246,15 @@ impl Job<'_> {
         let merge = match self.settings().decode_plan {
             DecodePlan::Single => true,
             DecodePlan::PerTier => false,
+            // One decode for all when nothing else wants the pool and the memory holds every
+            // encoder at once; otherwise one per tier, so other jobs' low tiers go first.
             DecodePlan::Auto => {
-                to_encode <= scheduler.capacity() && scheduler.idle_encoders() >= to_encode
+                let all = plan.passes(true).concat();
+                let room = scheduler
+                    .available_memory()
+                    .saturating_sub(scheduler.reserve());
+                scheduler.idle_encoders() >= to_encode.min(scheduler.capacity())
+                    && pass_memory(info, plan, &all) <= room
             }
         };
         let units = plan.units(merge);

@@ -28,19 +28,37 @@ pub struct Unit {
 
 impl Plan {
     /// The job's units in the order they should start: each pass's chunks in order, a chunked
-    /// pass's audio as its own unit after its first chunk.
+    /// pass's audio as its own unit after its first chunk. A merged pass (one decode for every
+    /// tier) leads with one segment of its lowest tier's renditions alone, so they are playable
+    /// after a few seconds of work instead of after the first segment of the largest; that
+    /// segment of the other renditions follows, then one decode for all of them does the rest.
     pub fn units(&self, merge: bool) -> Vec<Unit> {
         let mut units = Vec::new();
         for members in self.passes(merge) {
-            let tier = members
-                .iter()
-                .map(|&i| self.statuses[i].tier)
-                .min()
-                .expect("a pass has members");
-            let chunks = self.chunks(tier);
+            let tier_of = |ms: &[usize]| ms.iter().map(|&i| self.statuses[i].tier).min();
+            let tier = tier_of(&members).expect("a pass has members");
             let (audio, video): (Vec<usize>, Vec<usize>) = members
                 .iter()
                 .partition(|&&i| self.statuses[i].kind == RenditionKind::Audio);
+            let lead = merge
+                && tier_of(&video)
+                    .is_some_and(|low| video.iter().any(|&i| self.statuses[i].tier != low));
+            let chunks = self.chunks(tier, lead);
+            if lead && self.video_frames() <= self.segment_frames {
+                // Too short to lead with a segment: the lowest tier first, then the rest.
+                let (first, rest): (Vec<usize>, Vec<usize>) = members
+                    .iter()
+                    .partition(|&&i| self.statuses[i].tier == tier);
+                for members in [first, rest] {
+                    units.push(Unit {
+                        members,
+                        tier,
+                        range: None,
+                        parts: 1,
+                    });
+                }
+                continue;
+            }
             if chunks.len() == 1 || video.is_empty() {
                 units.push(Unit {
                     members,
@@ -52,23 +70,41 @@ impl Plan {
             }
             let parts = chunks.len() as u32;
             for (k, range) in chunks.into_iter().enumerate() {
-                units.push(Unit {
-                    members: video.clone(),
+                let unit = |members: Vec<usize>| Unit {
+                    members,
                     tier,
                     range,
                     parts,
-                });
+                };
+                if k == 0 && lead {
+                    let (first, rest): (Vec<usize>, Vec<usize>) =
+                        video.iter().partition(|&&i| self.statuses[i].tier == tier);
+                    units.push(unit(first));
+                    if !audio.is_empty() {
+                        units.push(unit(audio.clone()).whole());
+                    }
+                    // At the lowest tier too: it starts before the next chunk.
+                    units.push(unit(rest));
+                    continue;
+                }
+                units.push(unit(video.clone()));
                 if k == 0 && !audio.is_empty() {
-                    units.push(Unit {
-                        members: audio.clone(),
-                        tier,
-                        range: None,
-                        parts: 1,
-                    });
+                    units.push(unit(audio.clone()).whole());
                 }
             }
         }
         units
+    }
+}
+
+impl Unit {
+    /// The same members over the whole length, in one part (the audio of a chunked pass).
+    fn whole(self) -> Self {
+        Self {
+            range: None,
+            parts: 1,
+            ..self
+        }
     }
 }
 
