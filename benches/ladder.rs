@@ -5,15 +5,17 @@
 //! x264 ~8 Mb/s, 2 s GOP, AAC 128k 48 kHz stereo, MP4), then builds the same 5-rung HLS ladder
 //! (1080/720/480/360/240 at 5000/2800/1400/800/400 kb/s, x264 veryfast, 2 s GOP, 4 s fMP4 segments)
 //! three ways, alternating every round, each run in a fresh temp dir:
-//!   ours — `video-transcoder transcode` (default: one decode per tier, ≤480p published first);
-//!   ours, one decode — the same with `--decode-plan single` (least CPU, playable at the end);
+//!   ours — `video-transcoder transcode` (default: on an idle pool one decode for every tier,
+//!          led by one segment of the ≤480p renditions alone, published first);
+//!   ours, per tier — the same with `--decode-plan per-tier` (one decode per tier, the plan
+//!          `auto` picks while other jobs wait);
 //!   ours, no images — the default with `--images none` (no poster or storyboard), for the wall
 //!          time the images add (printed as a ratio; target ≤ 1.03);
 //!   (b)  — ONE ffmpeg CLI process: split filter -> 5 x (scale + libx264), audio encoded once;
 //!   (c)  — the seeds' approach: five ffmpeg processes in parallel, one per rendition, each
 //!          decoding the source and encoding its own audio.
 //! With `BENCH_SOURCE=2min` the source lasts 120 s and the cases are ours with `--chunk-seconds 16`,
-//! ours with the per-tier default chunks, ours with `--chunk-seconds 0` (one chunk per tier) and
+//! ours with the default chunks, ours with `--chunk-seconds 0` (one chunk per pass) and
 //! (b), alternating likewise; the ratios are chunked ÷ one chunk and each of ours ÷ (b).
 //! Prints medians of wall time, user+sys CPU and peak RSS (wait4 rusage per child; for (c) the sum
 //! of the five children's peaks), ratios, time to first playable and the targets with PASS/MISS.
@@ -266,7 +268,7 @@ fn main() {
             ("ours (video-transcoder)", Case::Ours("auto", None)),
             ("(b) ffmpeg CLI, 1 process", Case::PeerOne),
             ("(c) ffmpeg CLI, 5 processes", Case::PeerFive),
-            ("ours, one decode", Case::Ours("single", None)),
+            ("ours, per tier", Case::Ours("per-tier", None)),
             ("ours, no images", Case::Ours("auto", None)),
         ]
     };
@@ -354,7 +356,7 @@ fn summary(
         &[
             (0, 1, "ratio ours ÷ (b)"),
             (0, 2, "ratio ours ÷ (c)"),
-            (3, 1, "ratio ours one decode ÷ (b)"),
+            (3, 1, "ratio ours per tier ÷ (b)"),
             (0, 4, "ratio with ÷ without images"),
         ]
     };

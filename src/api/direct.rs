@@ -81,28 +81,24 @@ impl PendingUpload {
         format!("pending/{video_id}.json")
     }
 
-    /// The uploader's metadata for the video whose source is `key`, when `key` is a direct
-    /// upload's object (`pending/<videoId>_<name>`) and its record is still there.
-    pub async fn metadata_for(state: &AppState, video_id: &str, key: &str) -> Option<Value> {
-        if !key.starts_with(&format!("pending/{video_id}_")) {
-            return None;
-        }
-        let record = state.input.get(&Self::key_of(video_id)).await.ok()??;
-        let pending: PendingUpload = serde_json::from_slice(&record).ok()?;
-        (pending.key == key).then_some(pending.metadata).flatten()
-    }
-
-    /// Seconds left while `POST /upload` is still receiving or queueing `key` itself, so its
-    /// bucket event must wait: the upload's plan carries the uploader's metadata, and a refused
-    /// upload deletes the object the event would read. `None` once it has let go (or died).
-    pub async fn receiving(state: &AppState, video_id: &str, key: &str) -> Option<u64> {
+    /// The record of the direct upload whose object is `key` (`pending/<videoId>_<name>`),
+    /// while it is there; `None` for any other object.
+    pub async fn of_object(state: &AppState, video_id: &str, key: &str) -> Option<Self> {
         if !key.starts_with(&format!("pending/{video_id}_")) {
             return None; // not an upload's object: nothing to read
         }
         let record = state.input.get(&Self::key_of(video_id)).await.ok()??;
         let pending: PendingUpload = serde_json::from_slice(&record).ok()?;
-        let left = pending.expires.saturating_sub(now_unix());
-        (pending.receiving && pending.key == key && left > 0).then_some(left)
+        (pending.key == key).then_some(pending)
+    }
+
+    /// Seconds left while `POST /upload` is still receiving or queueing the object itself, so
+    /// its bucket event must wait: the upload's plan carries the uploader's metadata, and a
+    /// refused upload deletes the object the event would read. `None` once it has let go (or
+    /// died).
+    pub fn receiving_left(&self) -> Option<u64> {
+        let left = self.expires.saturating_sub(now_unix());
+        (self.receiving && left > 0).then_some(left)
     }
 
     /// Writes the record of an upload `POST /upload` receives, which holds its bucket event

@@ -73,7 +73,9 @@ pub async fn transcode(
         }
     }
     let (video_id, key) = (&trigger.video_id, &trigger.input_path);
-    if let Some(left) = PendingUpload::receiving(&state, video_id, key).await
+    // A direct upload's finalize event: the uploader's metadata was kept beside the object.
+    let upload = PendingUpload::of_object(&state, video_id, key).await;
+    if let Some(left) = upload.as_ref().and_then(PendingUpload::receiving_left)
         && state.jobs.status(video_id).await?.is_none()
     {
         return Err(ApiError::Busy {
@@ -81,8 +83,7 @@ pub async fn transcode(
             retry_after: left.min(30),
         });
     }
-    // A direct upload's finalize event: the uploader's metadata was kept beside the object.
-    let metadata = PendingUpload::metadata_for(&state, video_id, key).await;
+    let metadata = upload.and_then(|u| u.metadata);
     let probe = upload::probe_local(&state, &trigger.input_path).await;
     let duration = probe.as_ref().map(|p| p.duration_seconds);
     let request = JobRequest {

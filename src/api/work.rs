@@ -11,48 +11,64 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use std::sync::Arc;
+
+use crate::jobs::work::WorkUnit;
 use crate::jobs::worker::{Answer, Worker};
 use crate::queue::envelope::unit_of;
 
 pub async fn work(State(state): State<AppState>, body: Bytes) -> Response {
-    let Some(worker) = queued(&state) else {
-        return not_queued();
-    };
-    match unit_of(&body) {
-        Ok((unit, attempt)) => {
+    match delivery(&state, &body) {
+        Ok((worker, unit, attempt)) => {
             tracing::info!(video_id = %unit.video_id, unit = %unit.name(), attempt, "unit delivered");
             answer(worker.deliver(unit).await)
         }
-        Err(why) => ignored(why),
+        Err(refused) => refused.into_response(),
     }
 }
 
 pub async fn dead_letter(State(state): State<AppState>, body: Bytes) -> Response {
-    let Some(worker) = queued(&state) else {
-        return not_queued();
-    };
-    match unit_of(&body) {
-        Ok((unit, _)) => {
+    match delivery(&state, &body) {
+        Ok((worker, unit, _)) => {
             tracing::warn!(video_id = %unit.video_id, unit = %unit.name(), "unit dead-lettered");
             answer(worker.dead_letter(unit).await)
         }
-        Err(why) => ignored(why),
+        Err(refused) => refused.into_response(),
     }
 }
 
-fn queued(state: &AppState) -> Option<&std::sync::Arc<Worker>> {
-    state.jobs.worker()
+/// The worker and the unit a push delivers (with its delivery attempt, when Pub/Sub sends
+/// one), or why there is none.
+fn delivery(
+    state: &AppState,
+    body: &[u8],
+) -> Result<(Arc<Worker>, WorkUnit, Option<u32>), Refused> {
+    let worker = state.jobs.worker().ok_or(Refused::NotQueued)?;
+    let (unit, attempt) = unit_of(body).map_err(Refused::NotAUnit)?;
+    Ok((worker.clone(), unit, attempt))
 }
 
-fn not_queued() -> Response {
-    let why = "this service runs jobs in process (WORK_TOPIC is not set): it takes no units";
-    ApiError::NotFound(why.into()).into_response()
+enum Refused {
+    /// 404: this service takes no units.
+    NotQueued,
+    /// 200 `{"ignored": why}`: a delivery that is not a unit is acknowledged, never retried.
+    NotAUnit(String),
 }
 
-/// 200 `{"ignored": why}`: a delivery that is not a unit is acknowledged, never retried.
-fn ignored(why: String) -> Response {
-    tracing::warn!("ignored delivery: {why}");
-    (StatusCode::OK, Json(json!({"ignored": why}))).into_response()
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::NotQueued => {
+                let why =
+                    "this service runs jobs in process (WORK_TOPIC is not set): it takes no units";
+                ApiError::NotFound(why.into()).into_response()
+            }
+            Refused::NotAUnit(why) => {
+                tracing::warn!("ignored delivery: {why}");
+                (StatusCode::OK, Json(json!({"ignored": why}))).into_response()
+            }
+        }
+    }
 }
 
 fn answer(answer: Answer) -> Response {

@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use super::assembly::{avcc as avcc_box, only_segments};
 use super::plan::Plan;
+use super::publish;
 use super::run::Job;
 use super::units::{Book, Unit};
 use crate::media::MediaError;
 use crate::media::mux::{INIT_SEGMENT, PLAYLIST, Part};
 use crate::media::pass::FrameRange;
 use crate::media::playlist::MediaPlaylist;
+use crate::storage::{Store, StoreError};
 
 /// A finished unit's record of one rendition, `videos/<id>/units/<rendition>-<k>.json`.
 #[derive(Serialize, Deserialize)]
@@ -68,11 +70,8 @@ impl Job<'_> {
             return false;
         };
         let name = &plan.statuses[i].name;
-        let key = self.key(&marker_key(name, range.index));
-        let Ok(Some(bytes)) = self.store().get(&key).await else {
-            return false;
-        };
-        let Ok(marker) = serde_json::from_slice::<Marker>(&bytes) else {
+        let video_id = &self.request.video_id;
+        let Ok(Some(marker)) = read_marker(self.store(), video_id, name, range.index).await else {
             return false;
         };
         let end = (range.end != u64::MAX).then_some(range.end);
@@ -175,6 +174,19 @@ impl Job<'_> {
         self.published.lock().expect("lock").push(key);
         Ok(())
     }
+}
+
+/// Video `video_id`'s marker of rendition `name`, chunk `k`, if it has one that parses.
+pub(super) async fn read_marker(
+    store: &dyn Store,
+    video_id: &str,
+    name: &str,
+    k: u32,
+) -> Result<Option<Marker>, StoreError> {
+    let bytes = store
+        .get(&publish::key(video_id, &marker_key(name, k)))
+        .await?;
+    Ok(bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
 /// Where a unit's marker of rendition `name`, chunk `k`, lives under the video's folder.

@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use super::assembly::{append_part, final_playlist};
 use super::cost::{self, Prices};
-use super::markers::{Marker, marker_key};
+use super::markers::{Marker, marker_key, read_marker};
 use super::outcome::variant;
 use super::plan::Plan;
 use super::progressive::{Board, Growing, Turn};
@@ -127,14 +127,11 @@ async fn examine(
             let why = store.get(&failed).await?.unwrap_or_default();
             return Ok(Err(String::from_utf8_lossy(&why).into_owned()));
         }
-        let key = publish::key(video_id, &marker_key(&status.name, k));
-        if !keys.contains(&key) {
+        if !keys.contains(&publish::key(video_id, &marker_key(&status.name, k))) {
             continue;
         }
-        let marker = store
-            .get(&key)
+        let marker = read_marker(store, video_id, &status.name, k)
             .await?
-            .and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).ok())
             .filter(|m| m.encoding == plan.encoding);
         let Some(marker) = marker else {
             continue;

@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::markers::marker_key;
+use super::markers::read_marker;
 use super::plan::Plan;
-use super::publish;
 use super::request::{Engine, JobRequest, Source};
 use super::run::{Job, pass_memory};
 use super::scratch;
@@ -160,17 +159,9 @@ pub enum Ran {
 /// Whether every rendition of `unit` has its marker, made under the unit's settings.
 pub(super) async fn is_marked(store: &dyn Store, unit: &WorkUnit, plan: &Plan) -> bool {
     for &i in &unit.members {
-        let key = publish::key(
-            &unit.video_id,
-            &marker_key(&plan.statuses[i].name, unit.range.index),
-        );
-        let Ok(Some(bytes)) = store.get(&key).await else {
-            return false;
-        };
-        let same = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .is_some_and(|m| m["encoding"] == unit.encoding.as_str());
-        if !same {
+        let name = &plan.statuses[i].name;
+        let marker = read_marker(store, &unit.video_id, name, unit.range.index).await;
+        if !matches!(marker, Ok(Some(m)) if m.encoding == unit.encoding) {
             return false;
         }
     }

@@ -8,7 +8,7 @@ mod receiver;
 use std::time::Duration;
 
 use common::*;
-use receiver::{Answer, Receiver, verify};
+use receiver::{Answer, Receiver, garbage_fails_with_an_event, verify};
 
 const SECRET: &str = "whsec_0123456789abcdef";
 
@@ -327,23 +327,7 @@ async fn a_failed_job_sends_video_failed_with_the_reason() {
     let ws = Workspace::new("hooks_failed");
     let hooks = Receiver::start(|_| Answer::Status(204)).await;
     let app = spawn_with_hooks(&[&hooks.url], &[]).await;
-    let garbage = ws.path().join("garbage.mp4");
-    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
-    let id = app.api.upload_accepted(&garbage).await;
-    let status = app.api.wait_final(&id).await;
-    assert_eq!(status["state"], "failed", "{status:#}");
-    hooks
-        .wait_until("given failed", |h| h.counts().contains_key("video.failed"))
-        .await;
-    let failed = hooks
-        .received()
-        .into_iter()
-        .find(|r| r.json["type"] == "video.failed")
-        .unwrap();
-    verify(&failed, SECRET).unwrap();
-    assert_eq!(failed.json["state"], "failed");
-    assert_eq!(failed.json["error"], status["error"], "{:#}", failed.json);
-    assert!(failed.json["error"].as_str().is_some_and(|e| !e.is_empty()));
+    garbage_fails_with_an_event(&ws, &app.api, &hooks, SECRET).await;
     assert!(
         !hooks.counts().contains_key("video.playable"),
         "{:?}",

@@ -150,3 +150,33 @@ pub fn verify(received: &Received, secret: &str) -> Result<(), String> {
     mac.verify_slice(&v1)
         .map_err(|_| "the signature does not match".to_string())
 }
+
+/// Uploads a file that is no video through `api`, waits for it to end `failed` and for its
+/// `video.failed` event at `hooks`, and checks the event: signed with `secret`, for this video,
+/// with the status's error. Returns the final status.
+pub async fn garbage_fails_with_an_event(
+    ws: &crate::common::Workspace,
+    api: &crate::common::Api,
+    hooks: &Receiver,
+    secret: &str,
+) -> Value {
+    let garbage = ws.path().join("garbage.mp4");
+    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+    let id = api.upload_accepted(&garbage).await;
+    let status = api.wait_final(&id).await;
+    assert_eq!(status["state"], "failed", "{status:#}");
+    hooks
+        .wait_until("given failed", |h| h.counts().contains_key("video.failed"))
+        .await;
+    let failed = hooks
+        .received()
+        .into_iter()
+        .find(|r| r.json["type"] == "video.failed")
+        .unwrap();
+    verify(&failed, secret).unwrap();
+    assert_eq!(failed.json["videoId"], id.as_str());
+    assert_eq!(failed.json["state"], "failed");
+    assert_eq!(failed.json["error"], status["error"], "{:#}", failed.json);
+    assert!(failed.json["error"].as_str().is_some_and(|e| !e.is_empty()));
+    status
+}
