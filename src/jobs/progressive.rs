@@ -117,12 +117,17 @@ impl Board {
     pub fn text(&self, turn: Turn) -> Option<String> {
         let mut videos = self.finished.videos.clone();
         let mut audio = self.finished.audio.clone();
+        let mut grows = false;
         for (g, out) in self.growing.values() {
             match g {
                 Growing::Video(v) if *out && !videos.iter().any(|f| f.uri == v.uri) => {
-                    videos.push(v.clone())
+                    videos.push(v.clone());
+                    grows = true;
                 }
-                Growing::Audio(a) if *out && audio.is_none() => audio = Some(a.clone()),
+                Growing::Audio(a) if *out && audio.is_none() => {
+                    audio = Some(a.clone());
+                    grows = true;
+                }
                 _ => {}
             }
         }
@@ -133,7 +138,7 @@ impl Board {
                     && (turn == Turn::Settled || !self.audio_expected || audio.is_some())
             }
         };
-        playable.then(|| master::render(&videos, audio.as_ref()))
+        playable.then(|| master::render(&videos, audio.as_ref(), grows))
     }
 
     /// Publishes the master if it changed; `Early` gives up (false) when the last write is

@@ -31,12 +31,15 @@ pub struct AudioVariant {
 /// never below the peak of what a player fetches (RFC 8216 §4.3.4.2); variants go by bandwidth.
 /// A rendition that a larger one undercuts (see [`dominated`]) is left out. With no video, the
 /// audio rendition becomes the only variant (an audio-only package).
-/// `EXT-X-START:TIME-OFFSET=0` makes players start a still growing (EVENT) playlist at its
-/// beginning instead of near its live edge (hls.js 1.7 does; a finished VOD one is unchanged).
-pub fn render(video: &[VideoVariant], audio: Option<&AudioVariant>) -> String {
-    let mut out = String::from(
-        "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-START:TIME-OFFSET=0\n",
-    );
+/// While a listed playlist still `grows` (EVENT), `EXT-X-START:TIME-OFFSET=0` makes players
+/// start it at its beginning instead of near its live edge (hls.js 1.7 does). A master over
+/// finished (VOD) playlists leaves it out: FFmpeg's HLS demuxer (ffprobe, mpv) takes the tag in
+/// a master for a media playlist of its own, with no segments, and then knows no duration.
+pub fn render(video: &[VideoVariant], audio: Option<&AudioVariant>, grows: bool) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    if grows {
+        out.push_str("#EXT-X-START:TIME-OFFSET=0\n");
+    }
     let audio_rates = audio.map(|a| a.rates).unwrap_or_default();
     if video.is_empty() {
         if let Some(a) = audio {
@@ -129,6 +132,7 @@ mod tests {
                 variant("360p/index.m3u8", 900_000),
             ],
             Some(&audio),
+            true,
         );
         assert_eq!(
             text,
@@ -154,6 +158,7 @@ mod tests {
                 sized("480p/index.m3u8", (854, 480), 500_000),
             ],
             None,
+            false,
         );
         let uris: Vec<&str> = text.lines().filter(|l| l.ends_with(".m3u8")).collect();
         assert_eq!(uris, ["480p/index.m3u8", "1080p/index.m3u8"], "{text}");
@@ -161,9 +166,16 @@ mod tests {
 
     #[test]
     fn no_audio_means_no_group_and_audio_only_is_one_variant() {
-        let text = render(&[variant("720p/index.m3u8", 1000)], None);
+        let text = render(&[variant("720p/index.m3u8", 1000)], None, false);
         assert!(
             !text.contains("EXT-X-MEDIA") && !text.contains("mp4a") && !text.contains("AUDIO=")
+        );
+        assert!(!text.contains("EXT-X-START"), "finished: no start tag");
+        let growing = render(&[variant("720p/index.m3u8", 1000)], None, true);
+        assert_eq!(
+            growing.replace("#EXT-X-START:TIME-OFFSET=0\n", ""),
+            text,
+            "growing: the start tag and nothing else"
         );
         let audio = AudioVariant {
             uri: "audio/index.m3u8".into(),
@@ -173,7 +185,7 @@ mod tests {
                 bytes: 1,
             },
         };
-        let text = render(&[], Some(&audio));
+        let text = render(&[], Some(&audio), false);
         assert!(text.ends_with("#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=129000,CODECS=\"mp4a.40.2\"\naudio/index.m3u8\n"));
     }
 }

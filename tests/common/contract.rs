@@ -69,6 +69,18 @@ pub fn check_ready(ws: &Workspace, run: &Run, source: &Source, seg_type: Segment
         "master lacks EXT-X-INDEPENDENT-SEGMENTS:\n{}",
         master.text
     );
+    assert!(
+        !master.has_tag("#EXT-X-START"),
+        "a finished master has no start tag:\n{}",
+        master.text
+    );
+    // FFmpeg's HLS demuxer (ffprobe, mpv) reads the finished package's duration from it.
+    let listed = super::num(&super::ffprobe::probe(&master.path)["format"]["duration"]);
+    assert!(
+        listed.is_some_and(|d| (d - source.duration).abs() <= DURATION_TOLERANCE),
+        "ffprobe reads the master's duration as {listed:?}, the source lasts {} s",
+        source.duration
+    );
     let scratch = ws.subdir("probe");
     let audio_media: Vec<&Attributes> = master
         .media
