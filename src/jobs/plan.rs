@@ -429,6 +429,19 @@ mod tests {
         // Per tier, no lead: one unit per tier, the audio in the first.
         assert_eq!(plan.units(false).len(), 2);
         assert!(plan.units(false).iter().all(|u| u.range.is_none()));
+        // Chunks as long as the top tier's: 2 min for 1080p, so a 5 min source leads with
+        // 4 s, then 120 s, 120 s and the last 56 s.
+        let mut long = source(1920, 1080, true);
+        long.duration_seconds = 300.0;
+        long.video.as_mut().unwrap().duration_seconds = 300.0;
+        let plan = Plan::new(&long, &settings);
+        let starts: Vec<u64> = plan
+            .units(true)
+            .iter()
+            .filter_map(|u| u.range)
+            .map(|r| r.start)
+            .collect();
+        assert_eq!(starts, [0, 0, 100, 3100, 6100]);
         // Chunking off: no lead either.
         settings.chunk_seconds = Some(0);
         let plan = Plan::new(&source(1920, 1080, true), &settings);

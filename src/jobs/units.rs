@@ -35,15 +35,19 @@ impl Plan {
     pub fn units(&self, merge: bool) -> Vec<Unit> {
         let mut units = Vec::new();
         for members in self.passes(merge) {
-            let tier_of = |ms: &[usize]| ms.iter().map(|&i| self.statuses[i].tier).min();
-            let tier = tier_of(&members).expect("a pass has members");
+            let tier = members
+                .iter()
+                .map(|&i| self.statuses[i].tier)
+                .min()
+                .expect("a pass has members");
             let (audio, video): (Vec<usize>, Vec<usize>) = members
                 .iter()
                 .partition(|&&i| self.statuses[i].kind == RenditionKind::Audio);
-            let lead = merge
-                && tier_of(&video)
-                    .is_some_and(|low| video.iter().any(|&i| self.statuses[i].tier != low));
-            let chunks = self.chunks(tier, lead);
+            let top = video.iter().map(|&i| self.statuses[i].tier).max();
+            let lead = merge && top.is_some_and(|top| top != tier);
+            // A merged pass's unit does its top tier's work too: its chunks are that tier's
+            // length, so a new job's first tier never waits longer behind one than per tier.
+            let chunks = self.chunks(top.unwrap_or(tier), lead);
             if lead && self.video_frames() <= self.segment_frames {
                 // Too short to lead with a segment: the lowest tier first, then the rest.
                 let (first, rest): (Vec<usize>, Vec<usize>) = members
