@@ -48,28 +48,22 @@ impl Plan {
             // A merged pass's unit does its top tier's work too: its chunks are that tier's
             // length, so a new job's first tier never waits longer behind one than per tier.
             let chunks = self.chunks(top.unwrap_or(tier), lead);
+            let whole = |members: Vec<usize>| Unit {
+                members,
+                tier,
+                range: None,
+                parts: 1,
+            };
             if lead && self.video_frames() <= self.segment_frames {
                 // Too short to lead with a segment: the lowest tier first, then the rest.
                 let (first, rest): (Vec<usize>, Vec<usize>) = members
                     .iter()
                     .partition(|&&i| self.statuses[i].tier == tier);
-                for members in [first, rest] {
-                    units.push(Unit {
-                        members,
-                        tier,
-                        range: None,
-                        parts: 1,
-                    });
-                }
+                units.extend([whole(first), whole(rest)]);
                 continue;
             }
             if chunks.len() == 1 || video.is_empty() {
-                units.push(Unit {
-                    members,
-                    tier,
-                    range: None,
-                    parts: 1,
-                });
+                units.push(whole(members));
                 continue;
             }
             let parts = chunks.len() as u32;
@@ -85,7 +79,7 @@ impl Plan {
                         video.iter().partition(|&&i| self.statuses[i].tier == tier);
                     units.push(unit(first));
                     if !audio.is_empty() {
-                        units.push(unit(audio.clone()).whole());
+                        units.push(whole(audio.clone()));
                     }
                     // At the lowest tier too: it starts before the next chunk.
                     units.push(unit(rest));
@@ -93,22 +87,11 @@ impl Plan {
                 }
                 units.push(unit(video.clone()));
                 if k == 0 && !audio.is_empty() {
-                    units.push(unit(audio.clone()).whole());
+                    units.push(whole(audio.clone()));
                 }
             }
         }
         units
-    }
-}
-
-impl Unit {
-    /// The same members over the whole length, in one part (the audio of a chunked pass).
-    fn whole(self) -> Self {
-        Self {
-            range: None,
-            parts: 1,
-            ..self
-        }
     }
 }
 
