@@ -3,6 +3,8 @@
 //! to do: 204 forget it, 429 (with Retry-After) or 503 deliver it again later, elsewhere if it
 //! likes, 500 deliver it again (counted towards the dead-letter topic).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,8 +13,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use std::sync::Arc;
-
 use crate::jobs::work::WorkUnit;
 use crate::jobs::worker::{Answer, Worker};
 use crate::queue::envelope::unit_of;

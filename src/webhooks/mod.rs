@@ -151,11 +151,8 @@ impl Webhooks {
     /// outbox entry) enqueues it. Queue mode announces from what status.json says on any
     /// instance, each time it settles a video, so this is what keeps it to one event.
     pub async fn enqueue_once(self: &Arc<Self>, kind: EventType, status: &JobStatus) {
-        let key = format!(
-            "videos/{}/webhooks/{}",
-            status.video_id,
-            event::event_id(kind, status)
-        );
+        let record = format!("webhooks/{}", event::event_id(kind, status));
+        let key = crate::jobs::publish::key(&status.video_id, &record);
         let record = bytes::Bytes::from_static(kind.as_str().as_bytes());
         match self.store.put_if(&key, record, 0).await {
             Ok(_) => self.enqueue(kind, status).await,

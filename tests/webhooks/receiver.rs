@@ -180,3 +180,20 @@ pub async fn garbage_fails_with_an_event(
     assert!(failed.json["error"].as_str().is_some_and(|e| !e.is_empty()));
     status
 }
+
+/// After time for a duplicate to show up, asserts `hooks` got `video.playable` and
+/// `video.ready` once each and nothing else, every request signed with `secret` (and not with
+/// another); returns what it got.
+pub async fn playable_and_ready_once(hooks: &Receiver, secret: &str) -> Vec<Received> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = hooks.counts();
+    assert_eq!(counts.get("video.playable"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("video.ready"), Some(&1), "{counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    let received = hooks.received();
+    for got in &received {
+        verify(got, secret).unwrap_or_else(|e| panic!("{e}: {:?}", got.signature));
+        assert!(verify(got, "another secret of enough length").is_err());
+    }
+    received
+}
